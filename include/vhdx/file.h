@@ -1,0 +1,53 @@
+// The host-file interface every byte of libvhdx goes through (LevelDB's Env,
+// SQLite's VFS). Tests swap in the in-memory or fault-injecting file; the
+// fuzzer opens images from memory.
+//
+// Implementations must be safe for concurrent ReadAt calls from many
+// threads; writes to disjoint ranges may also run concurrently.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "vhdx/status.h"
+
+namespace vhdx {
+
+class File {
+ public:
+  virtual ~File() = default;
+
+  // Reads up to `n` bytes at `offset`. Returns the number of bytes read,
+  // which is less than `n` only when the end of the file is reached.
+  virtual Result<size_t> ReadAt(uint64_t offset, void* buf, size_t n) const = 0;
+  virtual Status WriteAt(uint64_t offset, const void* buf, size_t n) = 0;
+  // Makes every completed write durable (fdatasync).
+  virtual Status Flush() = 0;
+  virtual Result<uint64_t> Size() const = 0;
+  virtual Status Truncate(uint64_t size) = 0;
+  // Deallocates the range; it reads as zeros afterwards. The size is kept.
+  virtual Status PunchHole(uint64_t offset, uint64_t length) = 0;
+  // Bytes the file occupies on the host (st_blocks * 512 for POSIX files).
+  virtual Result<uint64_t> AllocatedSize() const { return Size(); }
+  virtual bool writable() const = 0;
+  // Name used in error messages (the path, or a label for memory files).
+  virtual const std::string& name() const = 0;
+};
+
+// Opens a host file. `writable` opens O_RDWR, otherwise O_RDONLY.
+Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, bool writable);
+// Creates (or truncates) a host file for writing.
+Result<std::unique_ptr<File>> CreatePosixFile(const std::string& path);
+
+// A file held in memory; `writable` false makes every write fail.
+std::unique_ptr<File> NewMemoryFile(std::string name, std::vector<uint8_t> contents,
+                                    bool writable = true);
+
+// Reads exactly `n` bytes at `offset`, or fails with kCorrupt naming `what`
+// when the file ends first (a structure runs past the end of the file).
+Status ReadExact(const File& file, uint64_t offset, void* buf, size_t n, const char* what);
+
+}  // namespace vhdx

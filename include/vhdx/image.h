@@ -1,0 +1,179 @@
+// libvhdx public API: open a VHDX image, describe it, map it, read it.
+//
+//   auto image = vhdx::Image::Open("disk.vhdx");
+//   if (!image.ok()) { puts(image.status().message().c_str()); return 1; }
+//   std::vector<char> buf(4096);
+//   vhdx::Status s = (*image)->Read(0, buf.data(), buf.size());
+//
+// Thread safety: every const member of Image may be called from many threads
+// at once; reads do not serialise on a shared lock.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "vhdx/file.h"
+#include "vhdx/guid.h"
+#include "vhdx/status.h"
+
+namespace vhdx {
+
+enum class DiskType { kFixed, kDynamic, kDifferencing };
+const char* DiskTypeName(DiskType type);
+
+// Payload block states (BAT entry bits 0-2).
+enum class BlockState : uint8_t {
+  kNotPresent = 0,
+  kUndefined = 1,
+  kZero = 2,
+  kUnmapped = 3,
+  kFullyPresent = 6,
+  kPartiallyPresent = 7,
+};
+const char* BlockStateName(unsigned state);
+
+struct HeaderInfo {
+  bool valid = false;
+  std::string problem;  // why it is not valid
+  uint64_t sequence_number = 0;
+  Guid file_write_guid, data_write_guid, log_guid;
+  uint16_t log_version = 0;
+  uint16_t version = 0;
+  uint32_t log_length = 0;
+  uint64_t log_offset = 0;
+};
+
+struct RegionInfo {
+  Guid guid;
+  std::string name;  // "bat", "metadata" or "unknown"
+  uint64_t file_offset = 0;
+  uint32_t length = 0;
+  bool required = false;
+};
+
+struct MetadataItemInfo {
+  Guid item_id;
+  std::string name;  // known system item name, or "unknown"
+  uint32_t offset = 0;
+  uint32_t length = 0;
+  bool is_user = false, is_virtual_disk = false, is_required = false;
+};
+
+struct LogInfo {
+  uint64_t offset = 0;
+  uint32_t length = 0;
+  bool dirty = false;              // header LogGuid non-zero: needs replay
+  uint32_t active_entries = 0;     // entries in the active sequence (tail..head)
+  uint32_t active_descriptors = 0;
+  uint64_t head_sequence_number = 0;
+};
+
+struct ParentLocatorInfo {
+  Guid locator_type;
+  std::vector<std::pair<std::string, std::string>> entries;  // key, value (UTF-8)
+  // The value for `key`, if present.
+  std::optional<std::string> Get(const std::string& key) const;
+};
+
+struct ImageInfo {
+  std::string filename;
+  std::string creator;
+  DiskType type = DiskType::kDynamic;
+  uint64_t virtual_size = 0;
+  uint32_t block_size = 0;
+  uint32_t logical_sector_size = 0;
+  uint32_t physical_sector_size = 0;
+  uint64_t file_size = 0;  // logical length (after in-memory log replay)
+  Guid virtual_disk_id;
+  std::array<HeaderInfo, 2> headers;
+  int current_header = 0;  // index into headers
+  int region_table_used = 0;  // 0 = first copy, 1 = second copy
+  std::vector<RegionInfo> regions;
+  std::vector<MetadataItemInfo> metadata_items;
+  LogInfo log;
+  uint64_t bat_offset = 0;
+  uint64_t bat_entries = 0;   // TotalBATEntries
+  uint64_t payload_blocks = 0;
+  uint32_t chunk_ratio = 0;
+  std::optional<ParentLocatorInfo> parent;
+};
+
+// Count of BAT entries per state (payload entries and sector-bitmap entries).
+struct AllocationSummary {
+  std::array<uint64_t, 8> payload{};        // indexed by state value
+  std::array<uint64_t, 8> sector_bitmap{};  // indexed by state value
+};
+
+// One range of the virtual disk, qemu-img map style.
+struct MapExtent {
+  uint64_t start = 0;
+  uint64_t length = 0;
+  int depth = 0;
+  bool present = false;  // defined by this image (not left to a parent)
+  bool zero = false;     // reads as zeros
+  bool data = false;     // backed by bytes in the file
+  std::optional<uint64_t> offset;  // file offset of the data when data
+};
+
+struct CheckFinding {
+  enum class Severity { kWarning, kError };
+  Severity severity = Severity::kError;
+  std::string structure;  // "header 1", "region table 2", "BAT entry 17", ...
+  uint64_t offset = 0;    // file offset of the structure
+  std::string message;
+};
+
+struct CheckReport {
+  std::vector<CheckFinding> findings;
+  uint64_t bat_entries_checked = 0;
+  uint64_t log_entries_checked = 0;
+  size_t errors() const;
+  size_t warnings() const;
+};
+
+struct OpenOptions {
+  // Read-write opens arrive with the write path; only read-only exists now.
+  bool read_only = true;
+};
+
+class Image {
+ public:
+  virtual ~Image() = default;
+
+  static Result<std::unique_ptr<Image>> Open(const std::string& path,
+                                             const OpenOptions& options = {});
+  // Opens an image from any File (in-memory, fault-injecting, ...).
+  static Result<std::unique_ptr<Image>> Open(std::unique_ptr<File> file,
+                                             const OpenOptions& options = {});
+
+  virtual const ImageInfo& info() const = 0;
+  uint64_t virtual_size() const { return info().virtual_size; }
+
+  // Reads `n` bytes of the virtual disk at `offset` (any byte alignment).
+  virtual Status Read(uint64_t offset, void* buf, size_t n) const = 0;
+
+  // Calls `sink` for consecutive extents covering [start, start+length),
+  // adjacent equal extents merged. Stops early if `sink` returns false.
+  virtual Status Map(uint64_t start, uint64_t length,
+                     const std::function<bool(const MapExtent&)>& sink) const = 0;
+
+  // Counts BAT entries by state (reads the whole BAT).
+  virtual Result<AllocationSummary> CountAllocation() const = 0;
+};
+
+// Read-only validation of every structure. Never fails on a damaged image:
+// problems become findings. A non-ok Status means the file itself could
+// not be read.
+Result<CheckReport> Check(const File& file);
+Result<CheckReport> Check(const std::string& path);
+
+// Library version, "MAJOR.MINOR.PATCH".
+const char* Version();
+
+}  // namespace vhdx

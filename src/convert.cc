@@ -1,0 +1,182 @@
+// VHDX -> raw. Driven by the allocation map so that empty space is skipped
+// without reading it; data is moved in large requests, with reading and
+// writing overlapped on two threads.
+#include "vhdx/convert.h"
+
+#include <errno.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace vhdx {
+namespace {
+
+constexpr size_t kChunk = 8u << 20;       // bytes per request
+constexpr size_t kZeroGranule = 4096;     // smallest hole we leave
+
+bool IsZero(const uint8_t* p, size_t n) {
+  // Word-wise OR; n is a multiple of 64 except possibly at the disk end.
+  size_t i = 0;
+  uint64_t acc = 0;
+  for (; i + 64 <= n; i += 64) {
+    uint64_t w[8];
+    std::memcpy(w, p + i, 64);
+    acc |= w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7];
+    if (acc) return false;
+  }
+  for (; i < n; ++i) acc |= p[i];
+  return acc == 0;
+}
+
+struct Piece {
+  uint64_t start = 0;
+  uint64_t length = 0;
+};
+
+// Splits the data extents of `src` into chunk-sized pieces.
+Result<std::vector<Piece>> DataPieces(const Image& src) {
+  std::vector<Piece> pieces;
+  VHDX_RETURN_IF_ERROR(src.Map(0, src.virtual_size(), [&](const MapExtent& x) {
+    if (!x.data) return true;
+    for (uint64_t off = 0; off < x.length; off += kChunk)
+      pieces.push_back({x.start + off, std::min<uint64_t>(kChunk, x.length - off)});
+    return true;
+  }));
+  return pieces;
+}
+
+// Runs `read` for piece i+1 while `write` handles piece i.
+Status Pipeline(const std::vector<Piece>& pieces,
+                const std::function<Status(const Piece&, uint8_t*)>& read,
+                const std::function<Status(const Piece&, const uint8_t*)>& write) {
+  if (pieces.empty()) return Status::Ok();
+  std::vector<uint8_t> bufs[2] = {std::vector<uint8_t>(kChunk), std::vector<uint8_t>(kChunk)};
+  std::mutex mu;
+  std::condition_variable cv;
+  // filled[i]: buffer i holds piece `which[i]`, ready to write.
+  bool filled[2] = {false, false};
+  Status read_status, write_status;
+  bool abort = false;
+  std::thread reader([&] {
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      int slot = i % 2;
+      {
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] { return !filled[slot] || abort; });
+        if (abort) return;
+      }
+      Status s = read(pieces[i], bufs[slot].data());
+      std::lock_guard lock(mu);
+      if (!s.ok()) {
+        read_status = s;
+        abort = true;
+        cv.notify_all();
+        return;
+      }
+      filled[slot] = true;
+      cv.notify_all();
+    }
+  });
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    int slot = i % 2;
+    {
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return filled[slot] || abort; });
+      if (abort) break;
+    }
+    Status s = write(pieces[i], bufs[slot].data());
+    std::lock_guard lock(mu);
+    if (!s.ok()) {
+      write_status = s;
+      abort = true;
+      cv.notify_all();
+      break;
+    }
+    filled[slot] = false;
+    cv.notify_all();
+  }
+  reader.join();
+  if (!read_status.ok()) return read_status;
+  return write_status;
+}
+
+}  // namespace
+
+Status ConvertToRaw(const Image& src, File& dst, const ConvertOptions& options) {
+  const uint64_t total = src.virtual_size();
+  VHDX_RETURN_IF_ERROR(dst.Truncate(total));
+  VHDX_ASSIGN_OR_RETURN(std::vector<Piece> pieces, DataPieces(src));
+  uint64_t done = 0;
+  auto read = [&](const Piece& p, uint8_t* buf) { return src.Read(p.start, buf, p.length); };
+  auto write = [&](const Piece& p, const uint8_t* buf) -> Status {
+    // Write only the non-zero runs, at 4 KiB granularity.
+    uint64_t run_start = 0;
+    bool in_run = false;
+    for (uint64_t off = 0; off <= p.length; off += kZeroGranule) {
+      bool zero = off == p.length ||
+                  IsZero(buf + off, std::min<uint64_t>(kZeroGranule, p.length - off));
+      if (!zero && !in_run) {
+        run_start = off;
+        in_run = true;
+      } else if (zero && in_run) {
+        VHDX_RETURN_IF_ERROR(dst.WriteAt(p.start + run_start, buf + run_start, off - run_start));
+        in_run = false;
+      }
+      if (off == p.length) break;
+    }
+    done += p.length;
+    if (options.progress) options.progress(p.start + p.length, total);
+    return Status::Ok();
+  };
+  VHDX_RETURN_IF_ERROR(Pipeline(pieces, read, write));
+  (void)done;
+  if (options.progress) options.progress(total, total);
+  return Status::Ok();
+}
+
+Status ConvertToRawStream(const Image& src, int fd, const ConvertOptions& options) {
+  const uint64_t total = src.virtual_size();
+  std::vector<uint8_t> buf(kChunk);
+  std::vector<uint8_t> zeros;
+  auto put = [&](const uint8_t* p, size_t n) -> Status {
+    while (n > 0) {
+      ssize_t w = ::write(fd, p, n);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        return Status(errno == ENOSPC ? Errc::kNoSpace : Errc::kIoError,
+                      fmt::format("write to output: {}", std::strerror(errno)));
+      }
+      p += w;
+      n -= static_cast<size_t>(w);
+    }
+    return Status::Ok();
+  };
+  // Walk the map; zero ranges are emitted from a zero buffer, data read.
+  Status st;
+  uint64_t pos = 0;
+  Status map_status = src.Map(0, total, [&](const MapExtent& x) {
+    for (uint64_t off = 0; off < x.length && st.ok(); off += kChunk) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, x.length - off));
+      if (x.data) {
+        st = src.Read(x.start + off, buf.data(), n);
+        if (st.ok()) st = put(buf.data(), n);
+      } else {
+        if (zeros.size() < n) zeros.assign(kChunk, 0);
+        st = put(zeros.data(), n);
+      }
+      pos = x.start + off + n;
+      if (options.progress) options.progress(pos, total);
+    }
+    return st.ok();
+  });
+  VHDX_RETURN_IF_ERROR(map_status);
+  return st;
+}
+
+}  // namespace vhdx

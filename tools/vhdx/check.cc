@@ -1,0 +1,52 @@
+// vhdx check: read-only validation of every structure.
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include "common.h"
+
+namespace vhdx::cli {
+
+void RegisterCheck(CLI::App& app, int& result) {
+  auto* sub = app.add_subcommand(
+      "check", "Validate every structure without modifying the image (exit 1 when errors are found)");
+  static std::string output, path;
+  AddOutputOption(sub, output);
+  sub->add_option("IMAGE", path, "VHDX image")->required();
+  sub->callback([&result] {
+    auto report = Check(path);
+    if (!report.ok()) {
+      result = Fail(path, report.status());
+      return;
+    }
+    const CheckReport& r = *report;
+    if (output == "json") {
+      nlohmann::ordered_json j;
+      j["filename"] = path;
+      j["format"] = "vhdx";
+      j["check-errors"] = r.errors();
+      j["warnings"] = r.warnings();
+      j["bat-entries-checked"] = r.bat_entries_checked;
+      j["findings"] = nlohmann::ordered_json::array();
+      for (const auto& f : r.findings)
+        j["findings"].push_back({{"severity", f.severity == CheckFinding::Severity::kError ? "error" : "warning"},
+                                 {"structure", f.structure},
+                                 {"offset", f.offset},
+                                 {"message", f.message}});
+      fmt::print("{}\n", j.dump(4));
+    } else {
+      for (const auto& f : r.findings)
+        fmt::print("{}: {} (offset {:#x}): {}\n",
+                   f.severity == CheckFinding::Severity::kError ? "ERROR" : "Warning", f.structure, f.offset,
+                   f.message);
+      if (r.errors() == 0)
+        fmt::print("No errors were found on the image ({} BAT entries checked{}).\n", r.bat_entries_checked,
+                   r.warnings() ? fmt::format(", {} warnings", r.warnings()) : "");
+      else
+        fmt::print("{} errors were found on the image.\n", r.errors());
+    }
+    result = r.errors() ? kExitError : kExitOk;
+  });
+}
+
+}  // namespace vhdx::cli

@@ -1,0 +1,31 @@
+// vhdx: the command-line front end of libvhdx (qemu-img style subcommands).
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "common.h"
+#include "vhdx/image.h"
+
+int main(int argc, char** argv) {
+  using namespace vhdx::cli;
+  CLI::App app{"vhdx: inspect, check and convert Microsoft VHDX virtual disks", "vhdx"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("vhdx ") + vhdx::Version());
+  int result = kExitOk;
+  RegisterInfo(app, result);
+  RegisterMap(app, result);
+  RegisterCheck(app, result);
+  RegisterConvert(app, result);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return kExitUsage;
+  }
+  return result;
+}

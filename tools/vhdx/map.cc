@@ -1,0 +1,52 @@
+// vhdx map: the allocation map, in qemu-img map's formats.
+#include <fmt/format.h>
+
+#include "common.h"
+
+namespace vhdx::cli {
+
+void RegisterMap(CLI::App& app, int& result) {
+  auto* sub = app.add_subcommand("map", "Show which ranges of the disk hold data, zeros or nothing");
+  static std::string output, path;
+  AddOutputOption(sub, output);
+  sub->add_option("IMAGE", path, "VHDX image")->required();
+  sub->callback([&result] {
+    auto image = Image::Open(path);
+    if (!image.ok()) {
+      result = Fail(path, image.status());
+      return;
+    }
+    const Image& img = **image;
+    bool json = output == "json";
+    bool first = true;
+    if (!json) fmt::print("{:<16}{:<16}{:<16}{}\n", "Offset", "Length", "Mapped to", "File");
+    std::string out;
+    Status st = img.Map(0, img.virtual_size(), [&](const MapExtent& x) {
+      if (json) {
+        out += fmt::format("{}{{ \"start\": {}, \"length\": {}, \"depth\": {}, \"present\": {}, "
+                           "\"zero\": {}, \"data\": {}",
+                           first ? "[" : ",\n", x.start, x.length, x.depth, x.present, x.zero, x.data);
+        if (x.offset) out += fmt::format(", \"offset\": {}", *x.offset);
+        out += "}";
+      } else if (x.data) {
+        out += fmt::format("{:<#16x}{:<#16x}{:<#16x}{}\n", x.start, x.length, *x.offset, img.info().filename);
+      }
+      first = false;
+      if (out.size() > (1 << 20)) {
+        fmt::print("{}", out);
+        out.clear();
+      }
+      return true;
+    });
+    if (!st.ok()) {
+      std::fflush(stdout);
+      result = Fail(path, st);
+      return;
+    }
+    if (json) out += first ? "[]\n" : "]\n";
+    fmt::print("{}", out);
+    result = kExitOk;
+  });
+}
+
+}  // namespace vhdx::cli
