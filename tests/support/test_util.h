@@ -1,0 +1,46 @@
+// Helpers shared by the tests: the real-world corpus, hashing, scratch files
+// and running commands (the vhdx CLI and the peer tools).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "vhdx/image.h"
+
+namespace vhdx::test {
+
+// The corpus folder: $VHDX_CORPUS, else ../shared/corpus beside the source
+// tree. nullopt when it does not exist (a user's fresh clone): callers
+// GTEST_SKIP() with a message.
+std::optional<std::string> CorpusDir();
+
+// Decompresses corpus file `name` (e.g. "fixed.vhdx.gz") into a per-process
+// scratch folder once and returns the path of the decompressed image.
+std::string DecompressCorpusImage(const std::string& name);
+
+// A fresh scratch directory for this process (removed at exit).
+const std::string& ScratchDir();
+std::string ScratchPath(const std::string& leaf);
+
+std::string Sha256Hex(const void* data, size_t n);
+std::string Sha256OfFile(const std::string& path);
+// SHA-256 of the whole virtual disk read through the library.
+std::string Sha256OfImage(const Image& image);
+
+std::vector<uint8_t> ReadWholeFile(const std::string& path);
+void WriteWholeFile(const std::string& path, const std::vector<uint8_t>& data);
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+// Runs a shell command line; captures its output.
+CommandResult Run(const std::string& command);
+// Path of the vhdx CLI built alongside the tests.
+std::string CliPath();
+// True when `tool` is on PATH.
+bool HaveTool(const std::string& tool);
+
+}  // namespace vhdx::test
