@@ -84,9 +84,10 @@ Result<CheckReport> Checker::Run() {
   if (log->active) {
     report_.log_entries_checked = log->entries_validated;
     Warn("log", h.log_offset,
-         fmt::format("the log needs replay: {} entries with {} updates (read-only tools see the "
-                     "replayed image; `qemu-img check -r all` or a read-write open applies it)",
-                     log->active->entries.size(), log->active->ops.size()));
+         fmt::format("the log needs replay: {} log entr{} with {} updates (checked as replayed in "
+                     "memory; the file is not modified)",
+                     log->active->entries.size(), log->active->entries.size() == 1 ? "y" : "ies",
+                     log->active->ops.size()));
     overlay = std::make_unique<ReplayOverlayFile>(file_, h.log_offset, *log->active, physical_size);
     view = overlay.get();
     VHDX_ASSIGN_OR_RETURN(file_size, overlay->Size());
@@ -166,7 +167,8 @@ Status Checker::CheckBat(const File& view, uint64_t file_size, const Geometry& g
   };
   constexpr uint64_t kBatch = 65536;
   std::vector<uint8_t> raw;
-  std::vector<uint64_t> partial_chunks;  // chunks with a PARTIALLY_PRESENT block
+  // Per chunk (at most 16 Ki of them): has a PARTIALLY_PRESENT block / a bitmap.
+  std::vector<uint8_t> chunk_has_partial(g.bitmap_blocks + 1, 0);
   std::vector<uint8_t> chunk_has_bitmap(g.bitmap_blocks + 1, 0);
   for (uint64_t i0 = 0; i0 < g.total_entries; i0 += kBatch) {
     uint64_t n = std::min(kBatch, g.total_entries - i0);
@@ -218,7 +220,7 @@ Status Checker::CheckBat(const File& view, uint64_t file_size, const Geometry& g
             Error(where, at, fmt::format("payload block {}: PARTIALLY_PRESENT in a non-differencing image", b));
             break;
           }
-          partial_chunks.push_back(b / g.chunk_ratio);
+          chunk_has_partial[b / g.chunk_ratio] = 1;
           [[fallthrough]];
         case kPayloadFullyPresent: {
           uint64_t used_len = std::min<uint64_t>(g.block_size, g.virtual_size - b * g.block_size);
@@ -236,8 +238,8 @@ Status Checker::CheckBat(const File& view, uint64_t file_size, const Geometry& g
       }
     }
   }
-  for (uint64_t c : partial_chunks)
-    if (!chunk_has_bitmap[c])
+  for (uint64_t c = 0; c < g.bitmap_blocks; ++c)
+    if (chunk_has_partial[c] && !chunk_has_bitmap[c])
       Error(fmt::format("BAT entry {}", g.BitmapIndex(c)), bat.file_offset + 8 * g.BitmapIndex(c),
             fmt::format("chunk {} has PARTIALLY_PRESENT blocks but no sector bitmap", c));
   return Status::Ok();

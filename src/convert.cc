@@ -112,7 +112,6 @@ Status ConvertToRaw(const Image& src, File& dst, const ConvertOptions& options) 
   const uint64_t total = src.virtual_size();
   VHDX_RETURN_IF_ERROR(dst.Truncate(total));
   VHDX_ASSIGN_OR_RETURN(std::vector<Piece> pieces, DataPieces(src));
-  uint64_t done = 0;
   auto read = [&](const Piece& p, uint8_t* buf) { return src.Read(p.start, buf, p.length); };
   auto write = [&](const Piece& p, const uint8_t* buf) -> Status {
     // Write only the non-zero runs, at 4 KiB granularity.
@@ -130,12 +129,10 @@ Status ConvertToRaw(const Image& src, File& dst, const ConvertOptions& options) 
       }
       if (off == p.length) break;
     }
-    done += p.length;
     if (options.progress) options.progress(p.start + p.length, total);
     return Status::Ok();
   };
   VHDX_RETURN_IF_ERROR(Pipeline(pieces, read, write));
-  (void)done;
   if (options.progress) options.progress(total, total);
   return Status::Ok();
 }

@@ -9,6 +9,7 @@
 
 #include "bat_cache.h"
 #include "format/constants.h"
+#include "header_writer.h"
 #include "image_loader.h"
 #include "util/coding.h"
 
@@ -130,6 +131,16 @@ Result<std::unique_ptr<Image>> ImageImpl::Open(std::unique_ptr<File> file) {
   VHDX_ASSIGN_OR_RETURN(HeaderSet headers, LoadHeaders(f));
   for (int i = 0; i < 2; ++i) info.headers[i] = ToInfo(headers.headers[i], headers.problems[i]);
   if (headers.current < 0) return headers.choice;
+  if (f.writable()) {
+    // A read-write open applies a dirty log to the file first (§7.5, §8.1);
+    // read-only opens replay it in memory below instead.
+    VHDX_ASSIGN_OR_RETURN(size_t replayed, ReplayLogInPlace(f, &headers));
+    info.log.replayed_entries = static_cast<uint32_t>(replayed);
+    if (replayed) {
+      VHDX_ASSIGN_OR_RETURN(physical_size, f.Size());
+      for (int i = 0; i < 2; ++i) info.headers[i] = ToInfo(headers.headers[i], headers.problems[i]);
+    }
+  }
   info.current_header = headers.current;
   const Header& h = headers.Current();
 
@@ -353,12 +364,9 @@ size_t CheckReport::errors() const {
 size_t CheckReport::warnings() const { return findings.size() - errors(); }
 
 Result<std::unique_ptr<Image>> Image::Open(std::unique_ptr<File> file, const OpenOptions& options) {
-  const std::string name = file->name();
-  if (!options.read_only)
-    return Status(Errc::kUnsupported, fmt::format("{}: read-write access is not supported yet", name));
-  auto r = ImageImpl::Open(std::move(file));
-  if (!r.ok()) return r.status();
-  return r;
+  if (!options.read_only && !file->writable())
+    return Status(Errc::kReadOnly, "read-write open of a file that is open read-only");
+  return ImageImpl::Open(std::move(file));
 }
 
 Result<std::unique_ptr<Image>> Image::Open(const std::string& path, const OpenOptions& options) {

@@ -72,6 +72,7 @@ struct LogInfo {
   uint32_t active_entries = 0;     // entries in the active sequence (tail..head)
   uint32_t active_descriptors = 0;
   uint64_t head_sequence_number = 0;
+  uint32_t replayed_entries = 0;   // entries a read-write open applied to the file
 };
 
 struct ParentLocatorInfo {
@@ -138,7 +139,9 @@ struct CheckReport {
 };
 
 struct OpenOptions {
-  // Read-write opens arrive with the write path; only read-only exists now.
+  // false: open the file read-write. A dirty log is then replayed into the
+  // file (new FileWriteGuid, replay, flush, LogGuid cleared) before the
+  // image is read. Read-only opens never write: they replay in memory.
   bool read_only = true;
 };
 

@@ -10,10 +10,23 @@ namespace vhdx::cli {
 void RegisterCheck(CLI::App& app, int& result) {
   auto* sub = app.add_subcommand(
       "check", "Validate every structure without modifying the image (exit 1 when errors are found)");
-  static std::string output, path;
+  static std::string output, path, repair;
   AddOutputOption(sub, output);
+  sub->add_option("-r", repair,
+                  "Repair first, as qemu-img: 'all' replays a dirty log into the file (opens it "
+                  "read-write), then checks")
+      ->check(CLI::IsMember({"all"}));
   sub->add_option("IMAGE", path, "VHDX image")->required();
   sub->callback([&result] {
+    size_t replayed = 0;
+    if (repair == "all") {
+      auto image = Image::Open(path, OpenOptions{.read_only = false});
+      if (!image.ok()) {
+        result = Fail(path, image.status());
+        return;
+      }
+      replayed = (*image)->info().log.replayed_entries;
+    }
     auto report = Check(path);
     if (!report.ok()) {
       result = Fail(path, report.status());
@@ -25,6 +38,7 @@ void RegisterCheck(CLI::App& app, int& result) {
       j["filename"] = path;
       j["format"] = "vhdx";
       j["check-errors"] = r.errors();
+      if (repair == "all") j["log-entries-replayed"] = replayed;
       j["warnings"] = r.warnings();
       j["bat-entries-checked"] = r.bat_entries_checked;
       j["findings"] = nlohmann::ordered_json::array();
@@ -35,6 +49,7 @@ void RegisterCheck(CLI::App& app, int& result) {
                                  {"message", f.message}});
       fmt::print("{}\n", j.dump(4));
     } else {
+      if (replayed) fmt::print("Replayed {} log entr{} into the image.\n", replayed, replayed == 1 ? "y" : "ies");
       for (const auto& f : r.findings)
         fmt::print("{}: {} (offset {:#x}): {}\n",
                    f.severity == CheckFinding::Severity::kError ? "ERROR" : "Warning", f.structure, f.offset,

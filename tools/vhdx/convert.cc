@@ -11,7 +11,13 @@ void RegisterConvert(CLI::App& app, int& result) {
   auto* sub = app.add_subcommand("convert", "Convert an image to raw (DST '-' writes to stdout)");
   static std::string format = "raw", src, dst;
   static bool progress = false;
+  static std::string cache = "unsafe";
   sub->add_flag("-p,--progress", progress, "Show a progress bar");
+  sub->add_option("-t", cache,
+                  "Cache mode of the output, as qemu-img: 'unsafe' (default) leaves writeback to the "
+                  "kernel; 'writeback' flushes the output to disk before exiting")
+      ->check(CLI::IsMember({"unsafe", "writeback"}))
+      ->default_val("unsafe");
   sub->add_option("-O", format, "Output format (raw)")->default_val("raw");
   sub->add_option("SRC", src, "Source VHDX image")->required();
   sub->add_option("DST", dst, "Destination file, or - for stdout")->required();
@@ -43,7 +49,7 @@ void RegisterConvert(CLI::App& app, int& result) {
       return;
     }
     Status st = ConvertToRaw(**image, **out, options);
-    if (st.ok()) st = (*out)->Flush();
+    if (st.ok() && cache == "writeback") st = (*out)->Flush();
     if (!st.ok()) {
       result = Fail(src, st);
       return;

@@ -98,8 +98,9 @@ void PrintHuman(const Image& image, const AllocationSummary& alloc, uint64_t act
   fmt::print("creator: {}\n", i.creator.empty() ? "(none)" : i.creator);
   fmt::print("virtual disk id: {}\n", i.virtual_disk_id.ToString());
   if (i.log.dirty)
-    fmt::print("log: {} at {:#x}, DIRTY: {} entries ({} updates) replayed in memory, file untouched\n",
-               HumanSize(i.log.length), i.log.offset, i.log.active_entries, i.log.active_descriptors);
+    fmt::print("log: {} at {:#x}, DIRTY: {} log entr{} ({} updates) replayed in memory, file untouched\n",
+               HumanSize(i.log.length), i.log.offset, i.log.active_entries,
+               i.log.active_entries == 1 ? "y" : "ies", i.log.active_descriptors);
   else
     fmt::print("log: {} at {:#x}, clean\n", HumanSize(i.log.length), i.log.offset);
   for (int k = 0; k < 2; ++k) {
