@@ -73,6 +73,10 @@ uint32_t Extend(uint32_t crc, const void* data, size_t n) {
   return SoftwareUpdate(c, p, n) ^ 0xFFFFFFFFu;
 }
 
+uint32_t SoftwareExtend(uint32_t crc, const void* data, size_t n) {
+  return SoftwareUpdate(crc ^ 0xFFFFFFFFu, static_cast<const uint8_t*>(data), n) ^ 0xFFFFFFFFu;
+}
+
 uint32_t ValueWithZeroedField(const uint8_t* data, size_t n, size_t off) {
   static const uint8_t kZero[4] = {0, 0, 0, 0};
   uint32_t c = Extend(0, data, off);

@@ -67,11 +67,13 @@ Status ParseMetadataTable(const uint8_t* p, uint64_t region_offset, uint64_t reg
     for (const auto& prev : out->entries)
       if (prev.item_id == m.item_id && prev.is_user() == m.is_user())
         return efail("item appears twice");
-    if (!m.is_user() && !SystemItemName(m.item_id) && m.is_required())
+    // No user item is known to us, so a required one must refuse the open too (§4.2).
+    if (m.is_required() && (m.is_user() || !SystemItemName(m.item_id)))
       return Status(Errc::kUnsupported,
-                    fmt::format("metadata table at offset {:#x}: entry {} is an unknown system "
+                    fmt::format("metadata table at offset {:#x}: entry {} is an unknown {} "
                                 "item {} marked required; this implementation cannot open the image",
-                                region_offset, i, m.item_id.ToString()));
+                                region_offset, i, m.is_user() ? "user" : "system",
+                                m.item_id.ToString()));
     out->entries.push_back(m);
   }
   std::vector<MetadataEntry> sorted;

@@ -37,7 +37,7 @@ const char* SystemItemName(const Guid& id);
 // Parses and validates the 64 KiB table at the start of a metadata region
 // of `region_length` bytes at `region_offset`: signature, entry count,
 // item ranges inside the region, no overlap, unique (ItemId, IsUser), at
-// most 1024 user items, no unknown required system item.
+// most 1024 user items, no unknown required item (system or user).
 Status ParseMetadataTable(const uint8_t* p, uint64_t region_offset, uint64_t region_length,
                           MetadataTable* out);
 // Writes the 64 KiB table.

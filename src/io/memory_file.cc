@@ -5,6 +5,7 @@
 #include <mutex>
 #include <shared_mutex>
 
+#include "util/coding.h"
 #include "vhdx/file.h"
 
 namespace vhdx {
@@ -24,8 +25,12 @@ class MemoryFile final : public File {
   }
   Status WriteAt(uint64_t offset, const void* buf, size_t n) override {
     if (!writable_) return Status(Errc::kReadOnly, "file is open read-only");
+    uint64_t end;
+    if (AddOverflows(offset, n, &end))  // would wrap and copy outside the buffer
+      return Status(Errc::kInvalidArgument,
+                    fmt::format("write of {} bytes at offset {:#x} overflows", n, offset));
     std::unique_lock lock(mu_);
-    if (offset + n > data_.size()) data_.resize(offset + n);
+    if (end > data_.size()) data_.resize(end);
     std::memcpy(data_.data() + offset, buf, n);
     return Status::Ok();
   }

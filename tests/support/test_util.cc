@@ -25,10 +25,12 @@ std::optional<std::string> CorpusDir() {
 }
 
 const std::string& ScratchDir() {
-  static std::string dir = [] {
+  // Never destroyed: the atexit cleanup below runs after static destructors
+  // would have freed an ordinary static string.
+  static const std::string& dir = *[] {
     std::string tmpl = (fs::temp_directory_path() / "vhdx-test-XXXXXX").string();
     if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-    std::string d = tmpl;
+    auto* d = new std::string(tmpl);
     std::atexit([] { std::error_code ec; fs::remove_all(ScratchDir(), ec); });
     return d;
   }();
