@@ -110,7 +110,8 @@ Status Pipeline(const std::vector<Piece>& pieces,
 
 Status ConvertToRaw(const Image& src, File& dst, const ConvertOptions& options) {
   const uint64_t total = src.virtual_size();
-  VHDX_RETURN_IF_ERROR(dst.Truncate(total));
+  const std::string out_name = "output " + dst.name();
+  VHDX_RETURN_IF_ERROR(dst.Truncate(total).WithContext(out_name));
   VHDX_ASSIGN_OR_RETURN(std::vector<Piece> pieces, DataPieces(src));
   auto read = [&](const Piece& p, uint8_t* buf) { return src.Read(p.start, buf, p.length); };
   auto write = [&](const Piece& p, const uint8_t* buf) -> Status {
@@ -124,7 +125,8 @@ Status ConvertToRaw(const Image& src, File& dst, const ConvertOptions& options) 
         run_start = off;
         in_run = true;
       } else if (zero && in_run) {
-        VHDX_RETURN_IF_ERROR(dst.WriteAt(p.start + run_start, buf + run_start, off - run_start));
+        VHDX_RETURN_IF_ERROR(
+            dst.WriteAt(p.start + run_start, buf + run_start, off - run_start).WithContext(out_name));
         in_run = false;
       }
       if (off == p.length) break;
@@ -147,7 +149,7 @@ Status ConvertToRawStream(const Image& src, int fd, const ConvertOptions& option
       if (w < 0) {
         if (errno == EINTR) continue;
         return Status(errno == ENOSPC ? Errc::kNoSpace : Errc::kIoError,
-                      fmt::format("write to output: {}", std::strerror(errno)));
+                      fmt::format("output: write failed: {}", std::strerror(errno)));
       }
       p += w;
       n -= static_cast<size_t>(w);

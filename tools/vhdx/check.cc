@@ -60,7 +60,15 @@ void RegisterCheck(CLI::App& app, int& result) {
       else
         fmt::print("{} errors were found on the image.\n", r.errors());
     }
-    result = r.errors() ? kExitError : kExitOk;
+    result = kExitOk;
+    // Like every other failure, a damaged image also gets its one-line
+    // verdict on stderr (the findings above are on stdout).
+    for (const auto& f : r.findings)
+      if (f.severity == CheckFinding::Severity::kError) {
+        result = Fail(path, fmt::format("{} error{} found; first: {} (offset {:#x}): {}", r.errors(),
+                                        r.errors() == 1 ? "" : "s", f.structure, f.offset, f.message));
+        break;
+      }
   });
 }
 
