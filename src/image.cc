@@ -80,7 +80,7 @@ HeaderInfo ToInfo(const Header& h, const Status& problem) {
 
 class ImageImpl final : public Image {
  public:
-  static Result<std::unique_ptr<Image>> Open(std::unique_ptr<File> file);
+  static Result<std::unique_ptr<Image>> Open(std::unique_ptr<File> file, bool read_only);
 
   const ImageInfo& info() const override { return info_; }
   Status Read(uint64_t offset, void* buf, size_t n) const override;
@@ -104,7 +104,7 @@ class ImageImpl final : public Image {
   std::unique_ptr<BatCache> bat_;
 };
 
-Result<std::unique_ptr<Image>> ImageImpl::Open(std::unique_ptr<File> file) {
+Result<std::unique_ptr<Image>> ImageImpl::Open(std::unique_ptr<File> file, bool read_only) {
   auto img = std::make_unique<ImageImpl>();
   File& f = *file;
   img->physical_ = std::move(file);
@@ -131,7 +131,7 @@ Result<std::unique_ptr<Image>> ImageImpl::Open(std::unique_ptr<File> file) {
   VHDX_ASSIGN_OR_RETURN(HeaderSet headers, LoadHeaders(f));
   for (int i = 0; i < 2; ++i) info.headers[i] = ToInfo(headers.headers[i], headers.problems[i]);
   if (headers.current < 0) return headers.choice;
-  if (f.writable()) {
+  if (!read_only) {
     // A read-write open applies a dirty log to the file first (§7.5, §8.1);
     // read-only opens replay it in memory below instead.
     VHDX_ASSIGN_OR_RETURN(size_t replayed, ReplayLogInPlace(f, &headers));
@@ -366,7 +366,7 @@ size_t CheckReport::warnings() const { return findings.size() - errors(); }
 Result<std::unique_ptr<Image>> Image::Open(std::unique_ptr<File> file, const OpenOptions& options) {
   if (!options.read_only && !file->writable())
     return Status(Errc::kReadOnly, "read-write open of a file that is open read-only");
-  return ImageImpl::Open(std::move(file));
+  return ImageImpl::Open(std::move(file), options.read_only);
 }
 
 Result<std::unique_ptr<Image>> Image::Open(const std::string& path, const OpenOptions& options) {

@@ -268,12 +268,18 @@ Status ApplyActiveLog(File& file, uint64_t log_offset, const ActiveLog& log) {
   std::vector<uint8_t> zeros;
   for (const auto& op : log.ops) {
     if (op.is_zero) {
-      zeros.assign(std::min<uint64_t>(op.length, format::MiB), 0);
-      for (uint64_t done = 0; done < op.length;) {
-        size_t k = static_cast<size_t>(std::min<uint64_t>(zeros.size(), op.length - done));
-        VHDX_RETURN_IF_ERROR(file.WriteAt(op.file_offset + done, zeros.data(), k));
-        done += k;
+      // Only the part inside the file is written; extending the file zeroes
+      // the rest, so a huge (hostile) zero range costs no writes or space.
+      VHDX_ASSIGN_OR_RETURN(uint64_t size, file.Size());
+      const uint64_t end = op.file_offset + op.length;
+      const uint64_t write_end = std::min(end, std::max(size, op.file_offset));
+      zeros.assign(std::min<uint64_t>(write_end - op.file_offset, format::MiB), 0);
+      for (uint64_t pos = op.file_offset; pos < write_end;) {
+        size_t k = static_cast<size_t>(std::min<uint64_t>(zeros.size(), write_end - pos));
+        VHDX_RETURN_IF_ERROR(file.WriteAt(pos, zeros.data(), k));
+        pos += k;
       }
+      if (end > size) VHDX_RETURN_IF_ERROR(file.Truncate(end));
     } else {
       VHDX_RETURN_IF_ERROR(
           ReadExact(file, log_offset + op.data_log_pos, sector, kLogSectorSize, "log data sector"));
