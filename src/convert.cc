@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstdlib>
+#include <new>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -34,6 +36,24 @@ bool IsZero(const uint8_t* p, size_t n) {
   return acc == 0;
 }
 
+// Page-aligned buffer. Alignment matters for speed: the kernel copies to and
+// from the page cache with `rep movsb`, which is several times slower when
+// the user buffer is not aligned like the page (a plain std::vector starts
+// 16 bytes into a page).
+class AlignedBuffer {
+ public:
+  explicit AlignedBuffer(size_t n) : data_(static_cast<uint8_t*>(std::aligned_alloc(4096, n))) {
+    if (!data_) throw std::bad_alloc();
+  }
+  ~AlignedBuffer() { std::free(data_); }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  uint8_t* data() { return data_; }
+
+ private:
+  uint8_t* data_;
+};
+
 struct Piece {
   uint64_t start = 0;
   uint64_t length = 0;
@@ -56,7 +76,7 @@ Status Pipeline(const std::vector<Piece>& pieces,
                 const std::function<Status(const Piece&, uint8_t*)>& read,
                 const std::function<Status(const Piece&, const uint8_t*)>& write) {
   if (pieces.empty()) return Status::Ok();
-  std::vector<uint8_t> bufs[2] = {std::vector<uint8_t>(kChunk), std::vector<uint8_t>(kChunk)};
+  AlignedBuffer bufs[2] = {AlignedBuffer(kChunk), AlignedBuffer(kChunk)};
   std::mutex mu;
   std::condition_variable cv;
   // filled[i]: buffer i holds piece `which[i]`, ready to write.
@@ -141,7 +161,7 @@ Status ConvertToRaw(const Image& src, File& dst, const ConvertOptions& options) 
 
 Status ConvertToRawStream(const Image& src, int fd, const ConvertOptions& options) {
   const uint64_t total = src.virtual_size();
-  std::vector<uint8_t> buf(kChunk);
+  AlignedBuffer buf(kChunk);
   std::vector<uint8_t> zeros;
   auto put = [&](const uint8_t* p, size_t n) -> Status {
     while (n > 0) {
