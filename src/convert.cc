@@ -138,7 +138,9 @@ Status ConvertToRaw(const Image& src, File& dst, const ConvertOptions& options) 
     // Write only the non-zero runs, at 4 KiB granularity.
     uint64_t run_start = 0;
     bool in_run = false;
-    for (uint64_t off = 0; off <= p.length; off += kZeroGranule) {
+    // Granules are 4 KiB except a short last one where the disk ends
+    // mid-granule; `off == p.length` closes the final run.
+    for (uint64_t off = 0;; off = std::min<uint64_t>(off + kZeroGranule, p.length)) {
       bool zero = off == p.length ||
                   IsZero(buf + off, std::min<uint64_t>(kZeroGranule, p.length - off));
       if (!zero && !in_run) {
