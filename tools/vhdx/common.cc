@@ -17,6 +17,15 @@ int Fail(const std::string& file, const std::string& message) {
 
 int Fail(const std::string& file, const Status& status) { return Fail(file, status.message()); }
 
+std::unique_ptr<Image> OpenImageOrFail(const std::string& path, int& result) {
+  auto image = Image::Open(path);
+  if (!image.ok()) {
+    result = Fail(path, image.status());
+    return nullptr;
+  }
+  return std::move(image).value();
+}
+
 std::optional<uint64_t> ParseSize(const std::string& text) {
   if (text.empty()) return std::nullopt;
   size_t used = 0;

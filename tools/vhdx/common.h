@@ -22,6 +22,10 @@ inline constexpr int kExitUsage = 2;
 int Fail(const std::string& file, const Status& status);
 int Fail(const std::string& file, const std::string& message);
 
+// Opens IMAGE read-only for a subcommand; on failure prints the one-line
+// error, sets `result` to kExitError and returns nullptr.
+std::unique_ptr<Image> OpenImageOrFail(const std::string& path, int& result);
+
 // "10G", "512K", "1.5M", "4096" -> bytes (K/M/G/T/P/E powers of 1024).
 std::optional<uint64_t> ParseSize(const std::string& text);
 // "64 MiB" style, as qemu-img prints sizes.

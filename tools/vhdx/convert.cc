@@ -26,11 +26,8 @@ void RegisterConvert(CLI::App& app, int& result) {
       result = Fail(dst, fmt::format("output format '{}' is not supported (supported: raw)", format));
       return;
     }
-    auto image = Image::Open(src);
-    if (!image.ok()) {
-      result = Fail(src, image.status());
-      return;
-    }
+    auto image = OpenImageOrFail(src, result);
+    if (!image) return;
     Progress bar(progress);
     ConvertOptions options;
     options.progress = [&bar](uint64_t done, uint64_t total) { bar.Update(done, total); };
@@ -39,7 +36,7 @@ void RegisterConvert(CLI::App& app, int& result) {
         result = Fail("-", "refusing to write a disk image to a terminal");
         return;
       }
-      Status st = ConvertToRawStream(**image, STDOUT_FILENO, options);
+      Status st = ConvertToRawStream(*image, STDOUT_FILENO, options);
       result = st.ok() ? kExitOk : Fail(src, st);
       return;
     }
@@ -48,7 +45,7 @@ void RegisterConvert(CLI::App& app, int& result) {
       result = Fail(dst, out.status());
       return;
     }
-    Status st = ConvertToRaw(**image, **out, options);
+    Status st = ConvertToRaw(*image, **out, options);
     if (st.ok() && cache == "writeback") st = (*out)->Flush();
     if (!st.ok()) {
       result = Fail(src, st);

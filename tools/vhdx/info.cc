@@ -137,12 +137,9 @@ void RegisterInfo(CLI::App& app, int& result) {
   AddOutputOption(sub, output);
   sub->add_option("IMAGE", path, "VHDX image")->required();
   sub->callback([&result] {
-    auto image = Image::Open(path);
-    if (!image.ok()) {
-      result = Fail(path, image.status());
-      return;
-    }
-    auto alloc = (*image)->CountAllocation();
+    auto image = OpenImageOrFail(path, result);
+    if (!image) return;
+    auto alloc = image->CountAllocation();
     if (!alloc.ok()) {
       result = Fail(path, alloc.status());
       return;
@@ -154,9 +151,9 @@ void RegisterInfo(CLI::App& app, int& result) {
       if (a.ok()) actual = *a;
     }
     if (output == "json")
-      fmt::print("{}\n", InfoJson(**image, *alloc, actual).dump(4));
+      fmt::print("{}\n", InfoJson(*image, *alloc, actual).dump(4));
     else
-      PrintHuman(**image, *alloc, actual);
+      PrintHuman(*image, *alloc, actual);
     result = kExitOk;
   });
 }

@@ -11,12 +11,9 @@ void RegisterMap(CLI::App& app, int& result) {
   AddOutputOption(sub, output);
   sub->add_option("IMAGE", path, "VHDX image")->required();
   sub->callback([&result] {
-    auto image = Image::Open(path);
-    if (!image.ok()) {
-      result = Fail(path, image.status());
-      return;
-    }
-    const Image& img = **image;
+    auto image = OpenImageOrFail(path, result);
+    if (!image) return;
+    const Image& img = *image;
     bool json = output == "json";
     bool first = true;
     if (!json) fmt::print("{:<16}{:<16}{:<16}{}\n", "Offset", "Length", "Mapped to", "File");
