@@ -62,15 +62,45 @@ struct Piece {
   uint64_t length = 0;
 };
 
-// Splits the data extents of `src` into chunk-sized pieces.
-Result<std::vector<Piece>> DataPieces(const Image& src) {
+// Guards against a hostile BAT whose blocks share file space. Each data
+// extent has its own bytes in the file, so an image cannot hold more data
+// than its file is long; without this check a small file pointing 64 Mi BAT
+// entries at one MiB would keep a convert reading for days.
+class DataClaim {
+ public:
+  explicit DataClaim(const Image& src) : limit_(src.info().file_size) {}
+  Status Add(uint64_t n) {
+    claimed_ += n;
+    if (claimed_ > limit_)
+      return Status(Errc::kCorrupt,
+                    fmt::format("BAT: allocated blocks claim more data than the file's {} bytes "
+                                "(entries share file space; `vhdx check` lists them)",
+                                limit_));
+    return Status::Ok();
+  }
+
+ private:
+  uint64_t limit_;
+  uint64_t claimed_ = 0;
+};
+
+// The virtual disk is converted a window at a time so that the list of
+// pieces stays small whatever the disk size.
+constexpr uint64_t kWindow = uint64_t{4} << 30;
+
+// Splits the data extents of [start, start+length) into chunk-sized pieces.
+Result<std::vector<Piece>> DataPieces(const Image& src, uint64_t start, uint64_t length,
+                                      DataClaim& claim) {
   std::vector<Piece> pieces;
-  VHDX_RETURN_IF_ERROR(src.Map(0, src.virtual_size(), [&](const MapExtent& x) {
+  Status st;
+  VHDX_RETURN_IF_ERROR(src.Map(start, length, [&](const MapExtent& x) {
     if (!x.data) return true;
-    for (uint64_t off = 0; off < x.length; off += kChunk)
+    st = claim.Add(x.length);
+    for (uint64_t off = 0; off < x.length && st.ok(); off += kChunk)
       pieces.push_back({x.start + off, std::min<uint64_t>(kChunk, x.length - off)});
-    return true;
+    return st.ok();
   }));
+  VHDX_RETURN_IF_ERROR(st);
   return pieces;
 }
 
@@ -135,7 +165,6 @@ Status ConvertToRaw(const Image& src, File& dst, const ConvertOptions& options) 
   const uint64_t total = src.virtual_size();
   const std::string out_name = "output " + dst.name();
   VHDX_RETURN_IF_ERROR(dst.Truncate(total).WithContext(out_name));
-  VHDX_ASSIGN_OR_RETURN(std::vector<Piece> pieces, DataPieces(src));
   auto read = [&](const Piece& p, uint8_t* buf) { return src.Read(p.start, buf, p.length); };
   auto write = [&](const Piece& p, const uint8_t* buf) -> Status {
     // Write only the non-zero runs, at 4 KiB granularity.
@@ -159,7 +188,12 @@ Status ConvertToRaw(const Image& src, File& dst, const ConvertOptions& options) 
     if (options.progress) options.progress(p.start + p.length, total);
     return Status::Ok();
   };
-  VHDX_RETURN_IF_ERROR(Pipeline(pieces, read, write));
+  DataClaim claim(src);
+  for (uint64_t start = 0; start < total; start += kWindow) {
+    VHDX_ASSIGN_OR_RETURN(std::vector<Piece> pieces,
+                          DataPieces(src, start, std::min(kWindow, total - start), claim));
+    VHDX_RETURN_IF_ERROR(Pipeline(pieces, read, write));
+  }
   if (options.progress) options.progress(total, total);
   return Status::Ok();
 }
@@ -184,7 +218,9 @@ Status ConvertToRawStream(const Image& src, int fd, const ConvertOptions& option
   // Walk the map; zero ranges are emitted from a zero buffer, data read.
   Status st;
   uint64_t pos = 0;
+  DataClaim claim(src);
   Status map_status = src.Map(0, total, [&](const MapExtent& x) {
+    if (x.data) st = claim.Add(x.length);
     for (uint64_t off = 0; off < x.length && st.ok(); off += kChunk) {
       size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, x.length - off));
       if (x.data) {

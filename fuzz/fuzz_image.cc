@@ -1,0 +1,104 @@
+// libFuzzer target: the input is a whole VHDX file, opened from memory
+// read-only. Everything a reader does with an untrusted image runs on it:
+// Check, Open, info, CountAllocation, Map and Read. Work per input is
+// bounded so that a hostile 64 TiB geometry keeps iterations fast; the
+// sanitizers and these oracles turn misbehaviour into a crash:
+//   - a failure's message is a non-empty single line;
+//   - Check never fails on a memory file (damage is reported as findings);
+//   - the map and the reads agree (a "zero" extent reads as zeros);
+//   - nothing is written (the memory file refuses writes).
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "vhdx/file.h"
+#include "vhdx/image.h"
+
+namespace {
+
+constexpr uint64_t kMaxMappedBlocks = 1 << 16;  // per map window
+constexpr size_t kMaxExtents = 4096;
+constexpr uint64_t kMaxDataBytes = 16 << 20;  // read from data extents
+constexpr uint64_t kEdgeBytes = 1 << 20;      // read at each end of the disk
+
+[[noreturn]] void Fail(const char* what, const std::string& message) {
+  std::fprintf(stderr, "fuzz_image: %s: \"%s\"\n", what, message.c_str());
+  std::abort();
+}
+
+void ExpectOneLine(const char* what, const vhdx::Status& status) {
+  if (status.ok()) return;
+  if (status.message().empty() || status.message().find('\n') != std::string::npos)
+    Fail(what, status.message());
+}
+
+void ReadRange(const vhdx::Image& image, uint64_t offset, uint64_t length, bool must_be_zero,
+               std::vector<uint8_t>& buf) {
+  while (length > 0) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(length, buf.size()));
+    vhdx::Status st = image.Read(offset, buf.data(), n);
+    ExpectOneLine("Read", st);
+    if (!st.ok()) return;
+    if (must_be_zero && std::any_of(buf.begin(), buf.begin() + n, [](uint8_t b) { return b; }))
+      Fail("Read", "an extent mapped as zeros reads non-zero");
+    offset += n;
+    length -= n;
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  auto file = vhdx::NewMemoryFile("fuzz.vhdx", std::vector<uint8_t>(data, data + size),
+                                  /*writable=*/false);
+  auto report = vhdx::Check(*file);
+  if (!report.ok()) Fail("Check", report.status().message());
+  for (const auto& finding : report->findings)
+    if (finding.message.find('\n') != std::string::npos) Fail("Check finding", finding.message);
+
+  auto opened = vhdx::Image::Open(std::move(file));
+  ExpectOneLine("Open", opened.status());
+  if (!opened.ok()) return 0;
+  const vhdx::Image& image = **opened;
+  const vhdx::ImageInfo& info = image.info();
+  const uint64_t vsize = info.virtual_size;
+
+  auto counts = image.CountAllocation();
+  ExpectOneLine("CountAllocation", counts.status());
+
+  // Map the start and the end of the disk, at most kMaxMappedBlocks each.
+  std::vector<vhdx::MapExtent> extents;
+  const uint64_t window = std::min<uint64_t>(vsize, kMaxMappedBlocks * info.block_size);
+  for (uint64_t start : {uint64_t{0}, vsize - window}) {
+    vhdx::Status st = image.Map(start, window, [&](const vhdx::MapExtent& x) {
+      extents.push_back(x);
+      return extents.size() < kMaxExtents;
+    });
+    ExpectOneLine("Map", st);
+    if (window == vsize) break;
+  }
+
+  std::vector<uint8_t> buf(1 << 20);
+  uint64_t data_read = 0;
+  for (const auto& x : extents) {
+    if (x.data) {
+      uint64_t n = std::min(x.length, kMaxDataBytes - data_read);
+      ReadRange(image, x.start, n, false, buf);
+      data_read += n;
+    } else if (x.zero) {
+      ReadRange(image, x.start, std::min<uint64_t>(x.length, 64 << 10), true, buf);
+    }
+  }
+  ReadRange(image, 0, std::min(vsize, kEdgeBytes), false, buf);
+  ReadRange(image, vsize - std::min(vsize, kEdgeBytes), std::min(vsize, kEdgeBytes), false, buf);
+
+  // Reads past the end must fail cleanly, never succeed.
+  uint8_t byte;
+  vhdx::Status past = image.Read(vsize, &byte, 1);
+  if (past.ok()) Fail("Read", "a read past the virtual size succeeded");
+  ExpectOneLine("Read past the end", past);
+  return 0;
+}
