@@ -89,6 +89,7 @@ class ReplayOverlayFile final : public File {
   Result<uint64_t> AllocatedSize() const override { return base_.AllocatedSize(); }
   Status Truncate(uint64_t) override { return ReadOnly(); }
   Status PunchHole(uint64_t, uint64_t) override { return ReadOnly(); }
+  Status Allocate(uint64_t, uint64_t) override { return ReadOnly(); }
   bool writable() const override { return false; }
   const std::string& name() const override { return base_.name(); }
 

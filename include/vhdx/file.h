@@ -30,6 +30,9 @@ class File {
   virtual Status Truncate(uint64_t size) = 0;
   // Deallocates the range; it reads as zeros afterwards. The size is kept.
   virtual Status PunchHole(uint64_t offset, uint64_t length) = 0;
+  // Reserves real disk space for the range (fallocate), extending the file
+  // if needed; the range reads as zeros where it was not written before.
+  virtual Status Allocate(uint64_t offset, uint64_t length) = 0;
   // Bytes the file occupies on the host (st_blocks * 512 for POSIX files).
   virtual Result<uint64_t> AllocatedSize() const { return Size(); }
   virtual bool writable() const = 0;

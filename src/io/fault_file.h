@@ -41,6 +41,7 @@ class FaultInjectingFile final : public File {
   Result<uint64_t> Size() const override { return base_->Size(); }
   Status Truncate(uint64_t size) override;
   Status PunchHole(uint64_t offset, uint64_t length) override;
+  Status Allocate(uint64_t offset, uint64_t length) override { return base_->Allocate(offset, length); }
   bool writable() const override { return base_->writable(); }
   const std::string& name() const override { return base_->name(); }
 

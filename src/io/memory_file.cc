@@ -52,6 +52,15 @@ class MemoryFile final : public File {
       std::memset(data_.data() + offset, 0, std::min<uint64_t>(length, data_.size() - offset));
     return Status::Ok();
   }
+  Status Allocate(uint64_t offset, uint64_t length) override {
+    if (!writable_) return Status(Errc::kReadOnly, "file is open read-only");
+    uint64_t end;
+    if (AddOverflows(offset, length, &end))
+      return Status(Errc::kInvalidArgument, fmt::format("allocate {:#x}+{:#x} overflows", offset, length));
+    std::unique_lock lock(mu_);
+    if (end > data_.size()) data_.resize(end);
+    return Status::Ok();
+  }
   bool writable() const override { return writable_; }
   const std::string& name() const override { return name_; }
 

@@ -88,6 +88,13 @@ class PosixFile final : public File {
     return Status::Ok();
   }
 
+  Status Allocate(uint64_t offset, uint64_t length) override {
+    if (!writable_) return Status(Errc::kReadOnly, "file is open read-only");
+    int err = ::posix_fallocate(fd_, static_cast<off_t>(offset), static_cast<off_t>(length));
+    if (err != 0) return ErrnoStatus(err, fmt::format("allocate {:#x}+{:#x}", offset, length));
+    return Status::Ok();
+  }
+
   bool writable() const override { return writable_; }
   const std::string& name() const override { return name_; }
 

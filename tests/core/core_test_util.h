@@ -89,6 +89,7 @@ class CountingFile final : public File {
   Result<uint64_t> Size() const override { return base_->Size(); }
   Status Truncate(uint64_t size) override { return base_->Truncate(size); }
   Status PunchHole(uint64_t o, uint64_t l) override { return base_->PunchHole(o, l); }
+  Status Allocate(uint64_t o, uint64_t l) override { return base_->Allocate(o, l); }
   bool writable() const override { return base_->writable(); }
   const std::string& name() const override { return base_->name(); }
 

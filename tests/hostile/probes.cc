@@ -154,6 +154,7 @@ class ByteViewFile final : public File {
   Result<uint64_t> Size() const override { return static_cast<uint64_t>(bytes_.size()); }
   Status Truncate(uint64_t) override { return ReadOnly(); }
   Status PunchHole(uint64_t, uint64_t) override { return ReadOnly(); }
+  Status Allocate(uint64_t, uint64_t) override { return ReadOnly(); }
   bool writable() const override { return false; }
   const std::string& name() const override { return name_; }
 

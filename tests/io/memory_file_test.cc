@@ -127,3 +127,25 @@ TEST(MemoryFile, ConcurrentReadersSeeTheSameBytes) {
 
 }  // namespace
 }  // namespace vhdx
+
+namespace vhdx {
+namespace {
+
+TEST(MemoryFileAllocate, ExtendsWithZerosAndKeepsContent) {
+  std::vector<uint8_t> start(100, 0xAB);
+  auto f = NewMemoryFile("mem", start);
+  ASSERT_TRUE(f->Allocate(50, 4000).ok());
+  EXPECT_EQ(*f->Size(), 4050u);
+  std::vector<uint8_t> got(4050);
+  ASSERT_EQ(*f->ReadAt(0, got.data(), got.size()), 4050u);
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], i < 100 ? 0xAB : 0) << i;
+  ASSERT_TRUE(f->Allocate(0, 10).ok());  // inside: no change
+  EXPECT_EQ(*f->Size(), 4050u);
+  EXPECT_EQ(f->Allocate(~uint64_t{0} - 5, 10).code(), Errc::kInvalidArgument);
+  auto ro = NewMemoryFile("ro", start, /*writable=*/false);
+  EXPECT_EQ(ro->Allocate(0, 4096).code(), Errc::kReadOnly);
+  EXPECT_EQ(*ro->Size(), 100u);
+}
+
+}  // namespace
+}  // namespace vhdx

@@ -167,6 +167,26 @@ TEST_F(PosixFileTest, AllocatedSizeOfASparseFile) {
   EXPECT_LT(*f.AllocatedSize(), 8 * kMiB);
 }
 
+TEST_F(PosixFileTest, AllocateReservesRealSpaceThatReadsAsZeros) {
+  std::string path = Path("posix-allocate");
+  auto created = CreatePosixFile(path);
+  ASSERT_TRUE(created.ok());
+  File& f = **created;
+  Bytes head = Pattern(4096);
+  ASSERT_TRUE(f.WriteAt(0, head.data(), head.size()).ok());
+  ASSERT_TRUE(f.Allocate(0, 8 * kMiB).ok());
+  EXPECT_EQ(*f.Size(), 8 * kMiB);
+  EXPECT_GE(*f.AllocatedSize(), 8 * kMiB);  // not sparse
+  Bytes want(8 * kMiB, 0);
+  std::copy(head.begin(), head.end(), want.begin());
+  EXPECT_EQ(test::ReadWholeFile(path), want);  // existing bytes kept, the rest zeros
+
+  auto ro = Open(path, false);
+  ASSERT_TRUE(ro);
+  EXPECT_EQ(ro->Allocate(0, 16 * kMiB).code(), Errc::kReadOnly);
+  EXPECT_EQ(*ro->Size(), 8 * kMiB);
+}
+
 TEST_F(PosixFileTest, OpenOfAMissingFileIsNotFound) {
   std::string path = Path("no-such-file.vhdx");
   for (bool writable : {false, true}) {

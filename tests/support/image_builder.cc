@@ -100,6 +100,13 @@ Status SparseMemoryFile::PunchHole(uint64_t offset, uint64_t length) {
   return Status::Ok();
 }
 
+Status SparseMemoryFile::Allocate(uint64_t offset, uint64_t length) {
+  if (!writable_) return ReadOnly();
+  std::unique_lock lock(mu_);
+  size_ = std::max(size_, offset + length);
+  return Status::Ok();
+}
+
 Result<uint64_t> SparseMemoryFile::AllocatedSize() const {
   std::shared_lock lock(mu_);
   return pages_.size() * kPageSize;

@@ -49,6 +49,8 @@ class SparseMemoryFile final : public File {
   Result<uint64_t> Size() const override;
   Status Truncate(uint64_t size) override;
   Status PunchHole(uint64_t offset, uint64_t length) override;
+  // Extends the size; pages are still created only when written.
+  Status Allocate(uint64_t offset, uint64_t length) override;
   Result<uint64_t> AllocatedSize() const override;
   bool writable() const override { return writable_; }
   const std::string& name() const override { return name_; }

@@ -49,6 +49,7 @@ void RegisterInfo(CLI::App& app, int& result);
 void RegisterMap(CLI::App& app, int& result);
 void RegisterCheck(CLI::App& app, int& result);
 void RegisterConvert(CLI::App& app, int& result);
+void RegisterCreate(CLI::App& app, int& result);
 
 // Adds --output=human|json.
 void AddOutputOption(CLI::App* sub, std::string& output);

@@ -7,7 +7,7 @@
 
 int main(int argc, char** argv) {
   using namespace vhdx::cli;
-  CLI::App app{"vhdx: inspect, check and convert Microsoft VHDX virtual disks", "vhdx"};
+  CLI::App app{"vhdx: create, inspect, check and convert Microsoft VHDX virtual disks", "vhdx"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("vhdx ") + vhdx::Version());
   int result = kExitOk;
@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   RegisterMap(app, result);
   RegisterCheck(app, result);
   RegisterConvert(app, result);
+  RegisterCreate(app, result);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
