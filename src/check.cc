@@ -63,7 +63,7 @@ Result<CheckReport> Checker::Run() {
     if (!headers.problems[i].ok()) {
       bool other_ok = headers.problems[1 - i].ok();
       Add(other_ok ? CheckFinding::Severity::kWarning : CheckFinding::Severity::kError,
-          fmt::format("header {}", i + 1), i == 0 ? kHeader1Offset : kHeader2Offset,
+          fmt::format("header {}", i + 1), kHeaderOffsets[i],
           headers.problems[i].message() + (other_ok ? " (the other header is used)" : ""));
     }
   if (headers.current < 0) {
@@ -101,7 +101,7 @@ Result<CheckReport> Checker::Run() {
   const RegionSet& regions = *loaded_regions;
   for (int i = 0; i < 2; ++i)
     if (!regions.problems[i].ok())
-      Warn(fmt::format("region table {}", i + 1), i == 0 ? kRegionTable1Offset : kRegionTable2Offset,
+      Warn(fmt::format("region table {}", i + 1), kRegionTableOffsets[i],
            regions.problems[i].message());
   if (regions.problems[0].ok() && regions.problems[1].ok() && regions.raw[0] != regions.raw[1])
     Warn("region table 2", kRegionTable2Offset, "differs from region table 1 (copy 1 is used)");
@@ -155,11 +155,11 @@ Status Checker::CheckBat(const File& view, uint64_t file_size, const Geometry& g
   // One bit per MiB of file: finds blocks that overlap each other.
   const uint64_t units = DivCeil(std::min(file_size, kMaxFileOffset), MiB);
   std::vector<uint64_t> used((units + 63) / 64, 0);
-  auto claim = [&](uint64_t index, uint64_t off, uint64_t len, const std::string& what) {
+  auto claim = [&](uint64_t index, uint64_t off, uint64_t len, const EntryLabel& label) {
     for (uint64_t u = off / MiB; u < DivCeil(off + len, MiB) && u < units; ++u) {
       if (used[u / 64] & (uint64_t{1} << (u % 64))) {
         Error(fmt::format("BAT entry {}", index), bat.file_offset + 8 * index,
-              fmt::format("{} at file offset {:#x} overlaps another block", what, off));
+              fmt::format("{} at file offset {:#x} overlaps another block", label.ToString(), off));
         return;
       }
       used[u / 64] |= uint64_t{1} << (u % 64);
@@ -198,13 +198,14 @@ Status Checker::CheckBat(const File& view, uint64_t file_size, const Geometry& g
           Warn(where(), at, "sector bitmap entry present in a non-differencing image (ignored; old QEMU bug)");
           continue;
         }
-        auto st2 = CheckAllocatedEntry(index, e, MiB, file_size, reserved, "sector bitmap");
+        const EntryLabel bitmap{.kind = "sector bitmap", .block = std::nullopt};
+        auto st2 = CheckAllocatedEntry(index, e, MiB, file_size, reserved, bitmap);
         if (!st2.ok()) {
           Error(where(), at, st2.message());
           continue;
         }
         chunk_has_bitmap[chunk] = 1;
-        claim(index, e.file_offset, MiB, "sector bitmap");
+        claim(index, e.file_offset, MiB, bitmap);
         continue;
       }
       uint64_t b = g.BlockOfIndex(index);
@@ -225,8 +226,8 @@ Status Checker::CheckBat(const File& view, uint64_t file_size, const Geometry& g
           [[fallthrough]];
         case kPayloadFullyPresent: {
           uint64_t used_len = std::min<uint64_t>(g.block_size, g.virtual_size - b * g.block_size);
-          std::string what = fmt::format("payload block {}", b);
-          auto st2 = CheckAllocatedEntry(index, e, used_len, file_size, reserved, what.c_str());
+          const EntryLabel what{.block = b};
+          auto st2 = CheckAllocatedEntry(index, e, used_len, file_size, reserved, what);
           if (!st2.ok()) {
             Error(where(), at, st2.message());
             break;

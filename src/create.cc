@@ -64,7 +64,7 @@ Status CreateImage(File& file, const CreateOptions& o) {
   h.log_offset = kLogOffset;
   for (int slot = 0; slot < 2; ++slot) {
     h.sequence_number = slot + 1;
-    SerializeHeader(h, head.data() + (slot == 0 ? kHeader1Offset : kHeader2Offset));
+    SerializeHeader(h, head.data() + kHeaderOffsets[slot]);
   }
   RegionTable regions;
   regions.entries = {{kBatRegionGuid, kBatOffset, static_cast<uint32_t>(bat_length), 1},

@@ -17,7 +17,7 @@ Status UpdateHeaders(File& file, HeaderSet* set, const std::function<void(Header
     next.sequence_number = set->Current().sequence_number + 1;
     std::vector<uint8_t> raw(kHeaderSize);
     SerializeHeader(next, raw.data());
-    uint64_t offset = slot == 0 ? kHeader1Offset : kHeader2Offset;
+    uint64_t offset = kHeaderOffsets[slot];
     VHDX_RETURN_IF_ERROR(file.WriteAt(offset, raw.data(), raw.size())
                              .WithContext(fmt::format("header at offset {:#x}", offset)));
     VHDX_RETURN_IF_ERROR(file.Flush());

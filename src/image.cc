@@ -234,8 +234,7 @@ Status ImageImpl::CheckRange(uint64_t offset, uint64_t n, const char* op) const 
 
 Status ImageImpl::CheckPayload(uint64_t b, const BatEntry& e) const {
   uint64_t used = std::min<uint64_t>(geo_.block_size, geo_.virtual_size - b * geo_.block_size);
-  std::string what = fmt::format("payload block {}", b);
-  return CheckAllocatedEntry(geo_.PayloadIndex(b), e, used, file_size_, reserved_, what.c_str());
+  return CheckAllocatedEntry(geo_.PayloadIndex(b), e, used, file_size_, reserved_, EntryLabel{.block = b});
 }
 
 Status BadState(const Geometry& g, uint64_t b, const BatEntry& e) {

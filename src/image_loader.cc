@@ -14,16 +14,15 @@ using namespace format;
 
 Result<HeaderSet> LoadHeaders(const File& file) {
   HeaderSet set;
-  const uint64_t offsets[2] = {kHeader1Offset, kHeader2Offset};
   for (int i = 0; i < 2; ++i) {
     set.raw[i].assign(kHeaderSize, 0);
-    VHDX_ASSIGN_OR_RETURN(size_t got, file.ReadAt(offsets[i], set.raw[i].data(), kHeaderSize));
+    VHDX_ASSIGN_OR_RETURN(size_t got, file.ReadAt(kHeaderOffsets[i], set.raw[i].data(), kHeaderSize));
     if (got < kHeaderSize)
       set.problems[i] = Status(Errc::kCorrupt, fmt::format("header at offset {:#x}: beyond the end of "
                                                            "the file",
-                                                           offsets[i]));
+                                                           kHeaderOffsets[i]));
     else
-      set.problems[i] = ParseHeader(set.raw[i].data(), offsets[i], &set.headers[i]);
+      set.problems[i] = ParseHeader(set.raw[i].data(), kHeaderOffsets[i], &set.headers[i]);
   }
   auto chosen = ChooseCurrentHeader(set.problems[0].ok(), set.headers[0], set.raw[0].data(),
                                     set.problems[1].ok(), set.headers[1], set.raw[1].data());
@@ -71,18 +70,17 @@ Result<LogState> LoadLog(const File& file, const Header& h, uint64_t file_size) 
 
 Result<RegionSet> LoadRegions(const File& file) {
   RegionSet set;
-  const uint64_t offsets[2] = {kRegionTable1Offset, kRegionTable2Offset};
   for (int i = 0; i < 2; ++i) {
     set.raw[i].assign(kRegionTableSize, 0);
-    VHDX_ASSIGN_OR_RETURN(size_t got, file.ReadAt(offsets[i], set.raw[i].data(), kRegionTableSize));
+    VHDX_ASSIGN_OR_RETURN(size_t got, file.ReadAt(kRegionTableOffsets[i], set.raw[i].data(), kRegionTableSize));
     if (got < kRegionTableSize) {
       set.problems[i] = Status(Errc::kCorrupt, fmt::format("region table at offset {:#x}: beyond "
                                                            "the end of the file",
-                                                           offsets[i]));
+                                                           kRegionTableOffsets[i]));
       continue;
     }
     RegionTable t;
-    set.problems[i] = ParseRegionTable(set.raw[i].data(), offsets[i], &t);
+    set.problems[i] = ParseRegionTable(set.raw[i].data(), kRegionTableOffsets[i], &t);
     if (set.problems[i].ok() && set.used < 0) {
       set.used = i;
       set.table = std::move(t);
@@ -179,10 +177,14 @@ Result<MetadataSet> LoadMetadata(const File& file, const RegionEntry& region) {
   return m;
 }
 
+std::string EntryLabel::ToString() const {
+  return block ? fmt::format("{} {}", kind, *block) : std::string(kind);
+}
+
 Status CheckAllocatedEntry(uint64_t index, const BatEntry& e, uint64_t used, uint64_t file_size,
-                           const std::vector<Reserved>& reserved, const char* what) {
+                           const std::vector<Reserved>& reserved, const EntryLabel& label) {
   auto fail = [&](const std::string& msg) {
-    return Status(Errc::kCorrupt, fmt::format("BAT entry {} ({}): {}", index, what, msg));
+    return Status(Errc::kCorrupt, fmt::format("BAT entry {} ({}): {}", index, label.ToString(), msg));
   };
   if (e.file_offset < kHeaderSectionSize)
     return fail(fmt::format("file offset {:#x} lies in the header section", e.file_offset));

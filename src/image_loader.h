@@ -79,11 +79,20 @@ struct MetadataSet {
 // Reads the metadata table and every known system item, validating each.
 Result<MetadataSet> LoadMetadata(const File& file, const format::RegionEntry& region);
 
+// What an allocated BAT entry holds, named in messages ("payload block 17",
+// "sector bitmap"). Formatted only when a message is built: reads check an
+// entry for every block they touch.
+struct EntryLabel {
+  const char* kind = "payload block";
+  std::optional<uint64_t> block;
+  std::string ToString() const;
+};
+
 // Checks a FULLY/PARTIALLY_PRESENT payload entry (or a present sector
 // bitmap entry) whose used part is `used_length` bytes: non-zero offset,
 // inside the file, clear of every reserved structure.
 Status CheckAllocatedEntry(uint64_t bat_index, const format::BatEntry& entry, uint64_t used_length,
                            uint64_t file_size, const std::vector<Reserved>& reserved,
-                           const char* what);
+                           const EntryLabel& label);
 
 }  // namespace vhdx

@@ -18,6 +18,9 @@ inline constexpr uint64_t kHeader2Offset = 128 * KiB;
 inline constexpr uint64_t kRegionTable1Offset = 192 * KiB;
 inline constexpr uint64_t kRegionTable2Offset = 256 * KiB;
 inline constexpr uint64_t kHeaderSectionSize = 1 * MiB;
+// By slot (0 = first copy).
+inline constexpr uint64_t kHeaderOffsets[2] = {kHeader1Offset, kHeader2Offset};
+inline constexpr uint64_t kRegionTableOffsets[2] = {kRegionTable1Offset, kRegionTable2Offset};
 
 inline constexpr size_t kHeaderSize = 4096;
 inline constexpr size_t kRegionTableSize = 64 * KiB;
