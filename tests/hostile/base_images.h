@@ -3,6 +3,8 @@
 // with a log that must be replayed, and real images from the corpus.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <string>
 #include <vector>
 
@@ -17,5 +19,12 @@ namespace vhdx::hostile {
 const BaseImage& GetBase(const std::string& name);
 // Why `name` cannot be built here ("" when it can): qemu-img missing, or no corpus.
 std::string BaseUnavailable(const std::string& name);
+
+// gtest name of a test parameterised by base image name ("qemu-dynamic-1m" -> "qemudynamic1m").
+inline std::string BaseImageTestName(const testing::TestParamInfo<std::string>& base) {
+  std::string name = base.param;
+  std::erase(name, '-');
+  return name;
+}
 
 }  // namespace vhdx::hostile

@@ -18,12 +18,6 @@
 namespace vhdx::hostile {
 namespace {
 
-std::string TestNameOf(const testing::TestParamInfo<std::string>& base) {
-  std::string name = base.param;
-  std::erase(name, '-');
-  return name;
-}
-
 class DamageCatalogueTest : public testing::TestWithParam<std::string> {};
 
 void ExpectAsCatalogued(const Damage& damage, const LibraryOutcome& o, const LibraryOutcome& ref) {
@@ -90,7 +84,7 @@ INSTANTIATE_TEST_SUITE_P(Bases, DamageCatalogueTest,
                          testing::Values("qemu-dynamic-1M", "qemu-dynamic-8M", "qemu-fixed-2M",
                                          "qemu-dirty-log", "windows-fixed",
                                          "qemu-corpus-dirty-log"),
-                         TestNameOf);
+                         BaseImageTestName);
 
 // The synthetic dirty log is only useful if replay matters: its physical
 // BAT lacks a block that the log restores.

@@ -4,7 +4,6 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <gtest/gtest.h>
-#include <openssl/evp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -46,27 +45,6 @@ constexpr uint64_t kMaxDataBytes = 256ull << 20;  // data read per image
 constexpr uint64_t kZeroSample = 64 << 10;        // bytes checked at each end of a zero extent
 constexpr size_t kMaxExtents = 1 << 20;
 
-class Sha256 {
- public:
-  Sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
-  ~Sha256() { EVP_MD_CTX_free(ctx_); }
-  Sha256(const Sha256&) = delete;
-  Sha256& operator=(const Sha256&) = delete;
-  void Update(const void* p, size_t n) { EVP_DigestUpdate(ctx_, p, n); }
-  void Update(const std::string& s) { Update(s.data(), s.size()); }
-  std::string Hex() {
-    unsigned char md[32];
-    unsigned len = 0;
-    EVP_DigestFinal_ex(ctx_, md, &len);
-    std::string hex;
-    for (unsigned i = 0; i < len; ++i) hex += fmt::format("{:02x}", md[i]);
-    return hex;
-  }
-
- private:
-  EVP_MD_CTX* ctx_;
-};
-
 // What the disk reads as, bounded so that a hostile 64 TiB disk stays
 // cheap: the map (start, length, kind of every extent), the bytes of every
 // data extent, and for zero extents their first and last 64 KiB, which must
@@ -81,7 +59,7 @@ void ContentDigest(const Image& image, LibraryOutcome* out) {
     out->map_error = st.message();
     return;
   }
-  Sha256 h;
+  test::Sha256Stream h;
   std::vector<uint8_t> buf(1 << 20);
   uint64_t data_read = 0;
   auto read = [&](uint64_t off, uint64_t len) -> bool {
@@ -121,9 +99,9 @@ void ContentDigest(const Image& image, LibraryOutcome* out) {
       }
     }
   }
-  out->digest = h.Hex();
+  out->digest = h.Final();
   if (image.virtual_size() <= kFullReadLimit) {
-    Sha256 whole;
+    test::Sha256Stream whole;
     for (uint64_t off = 0; off < image.virtual_size();) {
       size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), image.virtual_size() - off));
       Status s = image.Read(off, buf.data(), n);
@@ -134,7 +112,7 @@ void ContentDigest(const Image& image, LibraryOutcome* out) {
       whole.Update(buf.data(), n);
       off += n;
     }
-    out->full_sha256 = whole.Hex();
+    out->full_sha256 = whole.Final();
   }
 }
 

@@ -22,12 +22,6 @@
 namespace vhdx::hostile {
 namespace {
 
-std::string TestNameOf(const testing::TestParamInfo<std::string>& base) {
-  std::string name = base.param;
-  std::erase(name, '-');
-  return name;
-}
-
 using namespace format;
 
 constexpr uint64_t kHeaderOffsets[2] = {kHeader1Offset, kHeader2Offset};
@@ -193,7 +187,7 @@ TEST_P(RandomFlipTest, EveryOutcomeIsClean) {
 INSTANTIATE_TEST_SUITE_P(Bases, RandomFlipTest,
                          testing::Values("qemu-dynamic-1M", "qemu-fixed-2M", "qemu-dirty-log",
                                          "windows-fixed", "qemu-corpus-dirty-log"),
-                         TestNameOf);
+                         BaseImageTestName);
 
 }  // namespace
 }  // namespace vhdx::hostile

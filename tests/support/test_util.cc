@@ -58,33 +58,22 @@ std::string DecompressCorpusImage(const std::string& name) {
 }
 
 std::string Sha256Hex(const void* data, size_t n) {
+  Sha256Stream h;
+  h.Update(data, n);
+  return h.Final();
+}
+
+Sha256Stream::Sha256Stream() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
+Sha256Stream::~Sha256Stream() { EVP_MD_CTX_free(ctx_); }
+void Sha256Stream::Update(const void* p, size_t n) { EVP_DigestUpdate(ctx_, p, n); }
+std::string Sha256Stream::Final() {
   unsigned char md[32];
   unsigned int len = 0;
-  EVP_Digest(data, n, md, &len, EVP_sha256(), nullptr);
+  EVP_DigestFinal_ex(ctx_, md, &len);
   std::string hex;
   for (unsigned i = 0; i < len; ++i) hex += fmt::format("{:02x}", md[i]);
   return hex;
 }
-
-namespace {
-class Sha256Stream {
- public:
-  Sha256Stream() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
-  ~Sha256Stream() { EVP_MD_CTX_free(ctx_); }
-  void Update(const void* p, size_t n) { EVP_DigestUpdate(ctx_, p, n); }
-  std::string Final() {
-    unsigned char md[32];
-    unsigned int len = 0;
-    EVP_DigestFinal_ex(ctx_, md, &len);
-    std::string hex;
-    for (unsigned i = 0; i < len; ++i) hex += fmt::format("{:02x}", md[i]);
-    return hex;
-  }
-
- private:
-  EVP_MD_CTX* ctx_;
-};
-}  // namespace
 
 std::string Sha256OfFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -9,6 +9,8 @@
 
 #include "vhdx/image.h"
 
+struct evp_md_ctx_st;  // OpenSSL's EVP_MD_CTX
+
 namespace vhdx::test {
 
 // The corpus folder: $VHDX_CORPUS, else ../shared/corpus beside the source
@@ -23,6 +25,21 @@ std::string DecompressCorpusImage(const std::string& name);
 // A fresh scratch directory for this process (removed at exit).
 const std::string& ScratchDir();
 std::string ScratchPath(const std::string& leaf);
+
+// Incremental SHA-256 (OpenSSL), hex digest.
+class Sha256Stream {
+ public:
+  Sha256Stream();
+  ~Sha256Stream();
+  Sha256Stream(const Sha256Stream&) = delete;
+  Sha256Stream& operator=(const Sha256Stream&) = delete;
+  void Update(const void* p, size_t n);
+  void Update(const std::string& s) { Update(s.data(), s.size()); }
+  std::string Final();
+
+ private:
+  ::evp_md_ctx_st* ctx_;
+};
 
 std::string Sha256Hex(const void* data, size_t n);
 std::string Sha256OfFile(const std::string& path);
