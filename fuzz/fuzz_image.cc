@@ -7,6 +7,9 @@
 //   - Check never fails on a memory file (damage is reported as findings);
 //   - the map and the reads agree (a "zero" extent reads as zeros);
 //   - nothing is written (the memory file refuses writes).
+// Then the write path runs on a writable copy (small block sizes only, to
+// bound memory): writes, a discard, a flush and a close; if all succeed, a
+// read-only reopen must open and read back exactly what was written.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -100,5 +103,38 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   vhdx::Status past = image.Read(vsize, &byte, 1);
   if (past.ok()) Fail("Read", "a read past the virtual size succeeded");
   ExpectOneLine("Read past the end", past);
+
+  if (info.block_size > (8u << 20) || info.type == vhdx::DiskType::kDifferencing) return 0;
+  auto writable = vhdx::NewMemoryFile("fuzz.vhdx", std::vector<uint8_t>(data, data + size), true);
+  vhdx::File* raw = writable.get();
+  auto rw = vhdx::Image::Open(std::move(writable), {.read_only = false});
+  ExpectOneLine("Open read-write", rw.status());
+  if (!rw.ok()) return 0;
+  std::vector<uint8_t> pattern(4096);
+  for (size_t i = 0; i < pattern.size(); ++i) pattern[i] = static_cast<uint8_t>(i * 7 + 1);
+  const uint64_t at = vsize / 2 / 512 * 512;
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(pattern.size(), vsize - at));
+  vhdx::Status st = (*rw)->Write(at, pattern.data(), n);
+  ExpectOneLine("Write", st);
+  if (st.ok() && vsize > info.block_size * 2) {
+    st = (*rw)->Discard(0, info.block_size);
+    ExpectOneLine("Discard", st);
+  }
+  if (st.ok()) ExpectOneLine("Flush", st = (*rw)->Flush());
+  if (st.ok()) ExpectOneLine("Close", st = (*rw)->Close());
+  if (!st.ok()) return 0;
+  // The rw image still owns `raw`; reopen a copy of its bytes.
+  auto size_now = raw->Size();
+  if (!size_now.ok()) Fail("Size", size_now.status().message());
+  std::vector<uint8_t> bytes(*size_now);
+  auto got = raw->ReadAt(0, bytes.data(), bytes.size());
+  if (!got.ok() || *got != bytes.size()) Fail("ReadAt", "cannot read back the written file");
+  auto reopened = vhdx::Image::Open(vhdx::NewMemoryFile("fuzz.vhdx", std::move(bytes), false));
+  if (!reopened.ok()) Fail("Reopen after a successful close", reopened.status().message());
+  std::vector<uint8_t> back(n);
+  st = (*reopened)->Read(at, back.data(), n);
+  if (!st.ok()) Fail("Read back", st.message());
+  if (!std::equal(back.begin(), back.end(), pattern.begin()))
+    Fail("Read back", "the reopened image does not hold the bytes written");
   return 0;
 }

@@ -7,9 +7,9 @@
 #include <algorithm>
 #include <cstring>
 
-#include "bat_cache.h"
 #include "format/constants.h"
 #include "header_writer.h"
+#include "image_impl.h"
 #include "image_loader.h"
 #include "util/coding.h"
 
@@ -78,31 +78,7 @@ HeaderInfo ToInfo(const Header& h, const Status& problem) {
   return i;
 }
 
-class ImageImpl final : public Image {
- public:
-  static Result<std::unique_ptr<Image>> Open(std::unique_ptr<File> file, bool read_only);
-
-  const ImageInfo& info() const override { return info_; }
-  Status Read(uint64_t offset, void* buf, size_t n) const override;
-  Status Map(uint64_t start, uint64_t length,
-             const std::function<bool(const MapExtent&)>& sink) const override;
-  Result<AllocationSummary> CountAllocation() const override;
-
- private:
-  Status ParentNeeded() const;
-  Status CheckRange(uint64_t offset, uint64_t n, const char* op) const;
-  // Validates payload entry `e` of block `b` for reading.
-  Status CheckPayload(uint64_t b, const BatEntry& e) const;
-
-  std::unique_ptr<File> physical_;
-  std::unique_ptr<ReplayOverlayFile> overlay_;
-  const File* view_ = nullptr;  // overlay when the log is dirty, else physical
-  uint64_t file_size_ = 0;      // logical size of view_
-  Geometry geo_;
-  ImageInfo info_;
-  std::vector<Reserved> reserved_;
-  std::unique_ptr<BatCache> bat_;
-};
+}  // namespace
 
 Result<std::unique_ptr<Image>> ImageImpl::Open(std::unique_ptr<File> file, bool read_only) {
   auto img = std::make_unique<ImageImpl>();
@@ -142,6 +118,7 @@ Result<std::unique_ptr<Image>> ImageImpl::Open(std::unique_ptr<File> file, bool 
     }
   }
   info.current_header = headers.current;
+  img->writable_ = !read_only;
   const Header& h = headers.Current();
 
   VHDX_ASSIGN_OR_RETURN(LogState log, LoadLog(f, h, physical_size));
@@ -161,6 +138,7 @@ Result<std::unique_ptr<Image>> ImageImpl::Open(std::unique_ptr<File> file, bool 
   }
   const File& view = *img->view_;
   info.file_size = img->file_size_;
+  img->open_file_size_ = img->file_size_;
 
   VHDX_ASSIGN_OR_RETURN(RegionSet regions, LoadRegions(view));
   info.region_table_used = regions.used;
@@ -206,6 +184,7 @@ Result<std::unique_ptr<Image>> ImageImpl::Open(std::unique_ptr<File> file, bool 
   info.payload_blocks = g.payload_blocks;
   info.chunk_ratio = static_cast<uint32_t>(g.chunk_ratio);
   img->bat_ = std::make_unique<BatCache>(view, bat_region.file_offset, g.total_entries);
+  img->headers_ = std::move(headers);
   return std::unique_ptr<Image>(std::move(img));
 }
 
@@ -237,6 +216,7 @@ Status ImageImpl::CheckPayload(uint64_t b, const BatEntry& e) const {
   return CheckAllocatedEntry(geo_.PayloadIndex(b), e, used, file_size_, reserved_, EntryLabel{.block = b});
 }
 
+namespace {
 Status BadState(const Geometry& g, uint64_t b, const BatEntry& e) {
   const char* why = e.state == kPayloadPartiallyPresent
                         ? "PARTIALLY_PRESENT is only valid in a differencing image"
@@ -244,6 +224,7 @@ Status BadState(const Geometry& g, uint64_t b, const BatEntry& e) {
   return Status(Errc::kCorrupt, fmt::format("BAT entry {} (payload block {}): state {} ({})",
                                             g.PayloadIndex(b), b, e.state, why));
 }
+}  // namespace
 
 Status ImageImpl::Read(uint64_t offset, void* buf, size_t n) const {
   VHDX_RETURN_IF_ERROR(CheckRange(offset, n, "read"));
@@ -253,6 +234,7 @@ Status ImageImpl::Read(uint64_t offset, void* buf, size_t n) const {
     uint64_t b = offset / geo_.block_size;
     uint64_t in_block = offset % geo_.block_size;
     size_t k = static_cast<size_t>(std::min<uint64_t>(n, geo_.block_size - in_block));
+    std::shared_lock lock(BlockLock(b));
     VHDX_ASSIGN_OR_RETURN(uint64_t raw, bat_->Get(geo_.PayloadIndex(b)));
     BatEntry e = BatEntry::Decode(raw);
     switch (e.state) {
@@ -354,8 +336,6 @@ Result<AllocationSummary> ImageImpl::CountAllocation() const {
   return sum;
 }
 
-}  // namespace
-
 size_t CheckReport::errors() const {
   return std::count_if(findings.begin(), findings.end(),
                        [](const CheckFinding& f) { return f.severity == CheckFinding::Severity::kError; });
@@ -369,7 +349,7 @@ Result<std::unique_ptr<Image>> Image::Open(std::unique_ptr<File> file, const Ope
 }
 
 Result<std::unique_ptr<Image>> Image::Open(const std::string& path, const OpenOptions& options) {
-  auto file = OpenPosixFile(path, !options.read_only);
+  auto file = OpenPosixFile(path, !options.read_only, options.direct_io);
   if (!file.ok()) return file.status();
   return Open(std::move(file).value(), options);
 }

@@ -57,7 +57,9 @@ Result<LogReader::Probe> LogReader::ValidateAt(uint32_t pos) {
   // Stream the entry in chunks: CRC over all of it, descriptors checked as
   // they pass, data sectors checked against the data-descriptor count.
   constexpr uint64_t kChunkSectors = 256;
-  std::vector<uint8_t> buf(kChunkSectors * kLogSectorSize);
+  // Sized to the entry (most are a few sectors): the scan validates
+  // entries at many positions.
+  std::vector<uint8_t> buf(std::min<uint64_t>(kChunkSectors, total_sectors) * kLogSectorSize);
   uint32_t crc = 0;
   uint64_t data_descs = 0;
   uint64_t desc_index = 0;

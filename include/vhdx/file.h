@@ -40,8 +40,11 @@ class File {
   virtual const std::string& name() const = 0;
 };
 
-// Opens a host file. `writable` opens O_RDWR, otherwise O_RDONLY.
-Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, bool writable);
+// Opens a host file. `writable` opens O_RDWR, otherwise O_RDONLY. `direct`
+// adds O_DIRECT; the file then bounces unaligned requests through aligned
+// buffers (read-modify-write of partial 4 KiB sectors).
+Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, bool writable,
+                                            bool direct = false);
 // Creates (or truncates) a host file for writing.
 Result<std::unique_ptr<File>> CreatePosixFile(const std::string& path);
 

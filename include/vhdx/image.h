@@ -1,12 +1,27 @@
-// libvhdx public API: open a VHDX image, describe it, map it, read it.
+// libvhdx public API: open a VHDX image, describe it, map it, read and
+// write it.
 //
-//   auto image = vhdx::Image::Open("disk.vhdx");
+//   auto image = vhdx::Image::Open("disk.vhdx", {.read_only = false});
 //   if (!image.ok()) { puts(image.status().message().c_str()); return 1; }
 //   std::vector<char> buf(4096);
 //   vhdx::Status s = (*image)->Read(0, buf.data(), buf.size());
+//   s = (*image)->Write(0, buf.data(), buf.size());
+//   s = (*image)->Close();  // flushes, empties the log
 //
-// Thread safety: every const member of Image may be called from many threads
-// at once; reads do not serialise on a shared lock.
+// Thread safety: every member of Image except Close may be called from many
+// threads at once. Reads do not serialise on a shared lock; writes to
+// different blocks proceed in parallel, and readers are not blocked by
+// writers to other blocks.
+//
+// Durability contract (read-write images): after Flush() returns ok, every
+// write, discard and write-zeroes that completed before Flush() was called
+// survives a crash or power failure. A crash before that may lose any of
+// those recent changes (each byte then reads as its old or its new value)
+// but never leaves the image inconsistent: the next open replays the log and
+// no read ever returns bytes that were not written to the virtual disk (no
+// stale host data, no other block's data). A write with `fua` set is
+// durable when it returns. Close() flushes, applies the log and clears
+// LogGuid, so readers without log support open the file.
 #pragma once
 
 #include <array>
@@ -143,6 +158,23 @@ struct OpenOptions {
   // file (new FileWriteGuid, replay, flush, LogGuid cleared) before the
   // image is read. Read-only opens never write: they replay in memory.
   bool read_only = true;
+  // Open the host file with O_DIRECT (qemu's cache=none): bypass the host
+  // page cache. The file layer aligns every request to 4 KiB itself.
+  bool direct_io = false;
+};
+
+struct WriteOptions {
+  // Force unit access: the write is durable when Write returns (it flushes).
+  bool fua = false;
+};
+
+// What the write path has done since the image was opened.
+struct WriteStats {
+  uint64_t flushes = 0;           // File::Flush calls (fsyncs) issued
+  uint64_t log_entries = 0;       // log entries written
+  uint64_t blocks_allocated = 0;  // payload blocks given file space
+  uint64_t blocks_released = 0;   // payload blocks whose space was released
+  uint64_t header_updates = 0;    // alternating header writes (2 per update)
 };
 
 class Image {
@@ -168,6 +200,35 @@ class Image {
 
   // Counts BAT entries by state (reads the whole BAT).
   virtual Result<AllocationSummary> CountAllocation() const = 0;
+
+  // ---- Writing (images opened with read_only = false) -------------------
+  // Every call on a read-only image fails with kReadOnly, on a differencing
+  // image with kUnsupported; a range past the virtual size with kOutOfRange.
+  // Any byte alignment is accepted.
+
+  // Writes `n` bytes at `offset`. A block that was not allocated gets file
+  // space at a 1 MiB-aligned offset; the parts of it not written read as
+  // zeros. All-zero data for an unallocated block allocates nothing.
+  virtual Status Write(uint64_t offset, const void* buf, size_t n,
+                       const WriteOptions& options = {}) = 0;
+  // Makes every completed change durable (see the contract above): flushes
+  // payload data, commits the pending BAT changes as log entries, applies
+  // them. Costs a constant number of fsyncs however many blocks changed.
+  virtual Status Flush() = 0;
+  // The range reads as zeros afterwards. Whole blocks of a dynamic image
+  // become UNMAPPED and their file space is released (hole punched, reused
+  // by later allocations); partial blocks are written with zeros.
+  virtual Status Discard(uint64_t offset, uint64_t length) = 0;
+  // The range reads as zeros afterwards. With `may_unmap`, whole blocks of a
+  // dynamic image become ZERO and their space is released; without it,
+  // allocated blocks keep their space and are zeroed in place. Fixed images
+  // are always zeroed in place (they stay fully allocated).
+  virtual Status WriteZeroes(uint64_t offset, uint64_t length, bool may_unmap) = 0;
+  // Flushes, applies the log and clears LogGuid (a clean file). Further
+  // calls other than info() fail. The destructor closes an image that was
+  // not closed, ignoring errors; call Close to see them.
+  virtual Status Close() = 0;
+  virtual WriteStats write_stats() const = 0;
 };
 
 // Read-only validation of every structure. Never fails on a damaged image:

@@ -4,7 +4,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
 
 #include "vhdx/file.h"
 
@@ -19,13 +23,93 @@ Status ErrnoStatus(int err, const std::string& what) {
   return Status(code, fmt::format("{}: {}", what, std::strerror(err)));
 }
 
+// O_DIRECT needs the file offset, the length and the buffer address aligned
+// to the device's logical block size. 4 KiB is a multiple of every logical
+// block size in use (512 and 4096), so it is always enough.
+constexpr size_t kDirectAlign = 4096;
+// Unaligned requests go through a bounce buffer of at most this many bytes:
+// a large unaligned request is processed in pieces, so its memory is bounded.
+constexpr size_t kBounceBytes = 1 << 20;
+// Read-modify-write of a partial sector is serialised per sector through one
+// of this many mutexes (sector index modulo the count): two writers touching
+// different bytes of one sector must not both read the old sector and then
+// each write back a copy that lacks the other's bytes.
+constexpr size_t kSectorLockStripes = 64;
+
+uint64_t AlignDown(uint64_t x) { return x & ~uint64_t{kDirectAlign - 1}; }
+uint64_t AlignUp(uint64_t x) { return AlignDown(x + kDirectAlign - 1); }
+bool IsAligned(uint64_t x) { return x % kDirectAlign == 0; }
+bool IsAligned(const void* p) { return IsAligned(reinterpret_cast<uintptr_t>(p)); }
+
+// The calling thread's bounce buffer: 4 KiB-aligned, kept for the thread's
+// life so that small unaligned requests do not allocate each time.
+Result<uint8_t*> ThreadBounceBuffer() {
+  struct Buffer {
+    uint8_t* data = nullptr;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer buffer;
+  if (buffer.data == nullptr) {
+    void* p = nullptr;
+    int err = ::posix_memalign(&p, kDirectAlign, kBounceBytes);
+    if (err != 0)
+      return Status(Errc::kIoError, fmt::format("cannot allocate a {}-byte aligned bounce buffer "
+                                                "for O_DIRECT: {}",
+                                                kBounceBytes, std::strerror(err)));
+    buffer.data = static_cast<uint8_t*>(p);
+  }
+  return buffer.data;
+}
+
+// pread until `n` bytes or the end of the file; returns the bytes read.
+Result<size_t> PreadFull(int fd, void* buf, size_t n, uint64_t offset) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t r = ::pread(fd, static_cast<char*>(buf) + done, n - done,
+                        static_cast<off_t>(offset + done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, fmt::format("read of {} bytes at offset {:#x}", n, offset));
+    }
+    if (r == 0) break;
+    done += static_cast<size_t>(r);
+    // With O_DIRECT a short read means the end of the file; asking again at
+    // the unaligned position would fail with EINVAL instead of returning 0.
+    if (!IsAligned(done)) break;
+  }
+  return done;
+}
+
+Status PwriteFull(int fd, const void* buf, size_t n, uint64_t offset) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t r = ::pwrite(fd, static_cast<const char*>(buf) + done, n - done,
+                         static_cast<off_t>(offset + done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, fmt::format("write of {} bytes at offset {:#x}", n, offset));
+    }
+    done += static_cast<size_t>(r);
+  }
+  return Status::Ok();
+}
+
 class PosixFile final : public File {
  public:
-  PosixFile(int fd, std::string name, bool writable)
-      : fd_(fd), name_(std::move(name)), writable_(writable) {}
-  ~PosixFile() override { ::close(fd_); }
+  // `buffered_fd` is -1 unless `fd` was opened with O_DIRECT for writing:
+  // then it is a second descriptor of the same file without O_DIRECT, used
+  // only for the partial sector at the end of a write that extends the file
+  // (see WriteBounced).
+  PosixFile(int fd, std::string name, bool writable, bool direct = false, int buffered_fd = -1)
+      : fd_(fd), buffered_fd_(buffered_fd), name_(std::move(name)), writable_(writable),
+        direct_(direct) {}
+  ~PosixFile() override {
+    ::close(fd_);
+    if (buffered_fd_ >= 0) ::close(buffered_fd_);
+  }
 
   Result<size_t> ReadAt(uint64_t offset, void* buf, size_t n) const override {
+    if (direct_) return ReadDirect(offset, static_cast<uint8_t*>(buf), n);
     size_t done = 0;
     while (done < n) {
       ssize_t r = ::pread(fd_, static_cast<char*>(buf) + done, n - done,
@@ -42,6 +126,7 @@ class PosixFile final : public File {
 
   Status WriteAt(uint64_t offset, const void* buf, size_t n) override {
     if (!writable_) return Status(Errc::kReadOnly, "file is open read-only");
+    if (direct_) return WriteDirect(offset, static_cast<const uint8_t*>(buf), n);
     size_t done = 0;
     while (done < n) {
       ssize_t r = ::pwrite(fd_, static_cast<const char*>(buf) + done, n - done,
@@ -99,22 +184,171 @@ class PosixFile final : public File {
   const std::string& name() const override { return name_; }
 
  private:
+  // The largest prefix of the request that can go straight to the kernel
+  // (offset, address and length multiples of 4 KiB), or 0.
+  static size_t AlignedPrefix(uint64_t offset, const void* buf, size_t n) {
+    if (!IsAligned(offset) || !IsAligned(buf)) return 0;
+    return static_cast<size_t>(AlignDown(n));
+  }
+
+  // The length of the next bounced piece of [offset, offset + n) at address
+  // `buf`. When the buffer and the offset are equally misaligned, the piece
+  // stops at the next sector boundary so the rest can go straight to the
+  // kernel. Otherwise it is as long as the bounce buffer allows.
+  static size_t BouncePiece(uint64_t offset, const void* buf, size_t n) {
+    const size_t head = static_cast<size_t>(offset - AlignDown(offset));
+    if ((reinterpret_cast<uintptr_t>(buf) - offset) % kDirectAlign == 0)
+      return std::min(n, kDirectAlign - head);
+    return std::min(n, kBounceBytes - head);
+  }
+
+  Result<size_t> ReadDirect(uint64_t offset, uint8_t* buf, size_t n) const {
+    size_t done = 0;
+    while (done < n) {
+      const uint64_t at = offset + done;
+      uint8_t* dst = buf + done;
+      const size_t left = n - done;
+      if (size_t direct = AlignedPrefix(at, dst, left)) {
+        VHDX_ASSIGN_OR_RETURN(size_t got, PreadFull(fd_, dst, direct, at));
+        done += got;
+        if (got < direct) break;  // end of file
+        continue;
+      }
+      const size_t piece = BouncePiece(at, dst, left);
+      const uint64_t start = AlignDown(at);
+      const size_t window = static_cast<size_t>(AlignUp(at + piece) - start);
+      VHDX_ASSIGN_OR_RETURN(uint8_t* bounce, ThreadBounceBuffer());
+      VHDX_ASSIGN_OR_RETURN(size_t got, PreadFull(fd_, bounce, window, start));
+      const size_t skip = static_cast<size_t>(at - start);
+      if (got <= skip) break;  // end of file
+      const size_t avail = std::min(piece, got - skip);
+      std::memcpy(dst, bounce + skip, avail);
+      done += avail;
+      if (avail < piece) break;
+    }
+    return done;
+  }
+
+  Status WriteDirect(uint64_t offset, const uint8_t* buf, size_t n) {
+    if (n > 0 && offset > static_cast<uint64_t>(INT64_MAX) - n)
+      return ErrnoStatus(EFBIG, fmt::format("write of {} bytes at offset {:#x}", n, offset));
+    size_t done = 0;
+    while (done < n) {
+      const uint64_t at = offset + done;
+      const uint8_t* src = buf + done;
+      const size_t left = n - done;
+      // Whole sectors: no other writer may touch these bytes concurrently
+      // (the File contract allows only disjoint concurrent writes), so no
+      // lock is needed.
+      if (size_t direct = AlignedPrefix(at, src, left)) {
+        VHDX_RETURN_IF_ERROR(PwriteFull(fd_, src, direct, at).WithContext(
+            fmt::format("O_DIRECT write of {} bytes at offset {:#x}", n, offset)));
+        done += direct;
+        continue;
+      }
+      const size_t piece = BouncePiece(at, src, left);
+      VHDX_RETURN_IF_ERROR(WriteBounced(at, src, piece).WithContext(
+          fmt::format("O_DIRECT write of {} bytes at offset {:#x}", n, offset)));
+      done += piece;
+    }
+    return Status::Ok();
+  }
+
+  // Writes [at, at + piece), which fits in the bounce buffer, by
+  // read-modify-write of its partial first and last sectors.
+  Status WriteBounced(uint64_t at, const uint8_t* src, size_t piece) {
+    const uint64_t start = AlignDown(at);
+    const uint64_t end = AlignUp(at + piece);
+    const size_t window = static_cast<size_t>(end - start);
+    const bool head_partial = at != start;
+    const bool tail_partial = at + piece != end;
+    const uint64_t head_sector = start / kDirectAlign;
+    const uint64_t tail_sector = end / kDirectAlign - 1;
+
+    // Lock the stripes of the partial sectors, lower stripe first, so that
+    // two writers never wait on each other in opposite orders.
+    std::array<size_t, 2> stripes{};
+    size_t nstripes = 0;
+    if (head_partial) stripes[nstripes++] = head_sector % kSectorLockStripes;
+    if (tail_partial) {
+      size_t s = tail_sector % kSectorLockStripes;
+      if (nstripes == 0 || stripes[0] != s) stripes[nstripes++] = s;
+    }
+    if (nstripes == 2 && stripes[0] > stripes[1]) std::swap(stripes[0], stripes[1]);
+    std::unique_lock<std::mutex> lock0, lock1;
+    if (nstripes > 0) lock0 = std::unique_lock(sector_locks_[stripes[0]]);
+    if (nstripes > 1) lock1 = std::unique_lock(sector_locks_[stripes[1]]);
+
+    if (tail_partial) {
+      // Writing the whole last sector would make the file longer than
+      // at + piece when that sector reaches past the end of the file. Such a
+      // write goes through the buffered descriptor instead, which writes
+      // exactly the bytes asked for (the kernel keeps the page cache and
+      // O_DIRECT I/O of one file coherent). Concurrent writes only make the
+      // file longer, so a stale size at worst sends a write down this path
+      // needlessly, never a padded sector past the end.
+      struct stat st;
+      if (::fstat(fd_, &st) != 0) return ErrnoStatus(errno, "fstat");
+      if (static_cast<uint64_t>(st.st_size) < end) return PwriteFull(buffered_fd_, src, piece, at);
+    }
+
+    VHDX_ASSIGN_OR_RETURN(uint8_t* bounce, ThreadBounceBuffer());
+    const size_t tail_off = window - kDirectAlign;
+    if (head_partial) VHDX_RETURN_IF_ERROR(ReadSector(bounce, start));
+    if (tail_partial && (!head_partial || tail_off != 0))
+      VHDX_RETURN_IF_ERROR(ReadSector(bounce + tail_off, end - kDirectAlign));
+    std::memcpy(bounce + (at - start), src, piece);
+    return PwriteFull(fd_, bounce, window, start);
+  }
+
+  // Reads the 4 KiB sector at `offset` into `dst`; what lies past the end of
+  // the file reads as zeros.
+  Status ReadSector(uint8_t* dst, uint64_t offset) const {
+    VHDX_ASSIGN_OR_RETURN(size_t got, PreadFull(fd_, dst, kDirectAlign, offset));
+    std::memset(dst + got, 0, kDirectAlign - got);
+    return Status::Ok();
+  }
+
   int fd_;
+  int buffered_fd_;
   std::string name_;
   bool writable_;
+  bool direct_;
+  std::array<std::mutex, kSectorLockStripes> sector_locks_;
 };
 
 }  // namespace
 
-Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, bool writable) {
-  int fd = ::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, bool writable, bool direct) {
+  const int mode = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC;
+  int fd = ::open(path.c_str(), mode | (direct ? O_DIRECT : 0));
+  if (fd < 0 && direct && errno == EINVAL) {
+    // Tell "the file system cannot do O_DIRECT" from "the file is missing"
+    // and the like: the same open without O_DIRECT decides.
+    int plain = ::open(path.c_str(), mode);
+    if (plain < 0) return ErrnoStatus(errno, "cannot open");
+    ::close(plain);
+    return Status(Errc::kUnsupported,
+                  "cannot open with O_DIRECT (direct I/O, cache mode none): the file system does "
+                  "not support it");
+  }
   if (fd < 0) return ErrnoStatus(errno, "cannot open");
   struct stat st;
   if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
     ::close(fd);
     return Status(Errc::kInvalidArgument, "is a directory");
   }
-  return std::unique_ptr<File>(std::make_unique<PosixFile>(fd, path, writable));
+  int buffered_fd = -1;
+  if (direct && writable) {
+    buffered_fd = ::open(path.c_str(), mode);
+    if (buffered_fd < 0) {
+      Status st_err = ErrnoStatus(errno, "cannot open");
+      ::close(fd);
+      return st_err;
+    }
+  }
+  return std::unique_ptr<File>(
+      std::make_unique<PosixFile>(fd, path, writable, direct, buffered_fd));
 }
 
 Result<std::unique_ptr<File>> CreatePosixFile(const std::string& path) {

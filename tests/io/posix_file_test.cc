@@ -1,9 +1,14 @@
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -255,6 +260,292 @@ TEST_F(PosixFileTest, ConcurrentReadersSeeTheSameBytes) {
     });
   for (auto& th : threads) th.join();
   EXPECT_EQ(mismatches, std::vector<int>(4, 0));
+}
+
+// ---- O_DIRECT -------------------------------------------------------------
+
+constexpr size_t kSector = 4096;
+
+// A 4 KiB-aligned heap buffer, so tests can choose the exact misalignment of
+// the address they pass.
+class AlignedBuffer {
+ public:
+  explicit AlignedBuffer(size_t n) : size_(n) {
+    void* p = nullptr;
+    if (::posix_memalign(&p, kSector, n + kSector) != 0) std::abort();
+    data_ = static_cast<uint8_t*>(p);
+    std::memset(data_, 0, n + kSector);
+  }
+  ~AlignedBuffer() { std::free(data_); }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  // The address `misalign` bytes past a 4 KiB boundary; `size()` bytes fit.
+  uint8_t* at(size_t misalign) { return data_ + misalign; }
+  size_t size() const { return size_; }
+
+ private:
+  uint8_t* data_;
+  size_t size_;
+};
+
+std::unique_ptr<File> OpenDirect(const std::string& path, bool writable) {
+  auto f = OpenPosixFile(path, writable, /*direct=*/true);
+  EXPECT_TRUE(f.ok()) << f.status().message();
+  return f.ok() ? std::move(f).value() : nullptr;
+}
+
+// The open-file flags (/proc/self/fdinfo) of every descriptor of this
+// process that refers to `path`.
+std::vector<long> OpenFlagsOf(const std::string& path) {
+  std::vector<long> flags;
+  const auto target = std::filesystem::canonical(path);
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    auto link = std::filesystem::read_symlink(entry.path(), ec);
+    if (ec || link != target) continue;
+    std::ifstream info("/proc/self/fdinfo/" + entry.path().filename().string());
+    std::string key;
+    while (info >> key) {
+      if (key == "flags:") {
+        std::string octal;
+        info >> octal;
+        flags.push_back(std::stol(octal, nullptr, 8));
+        break;
+      }
+    }
+  }
+  return flags;
+}
+
+TEST_F(PosixFileTest, DirectOpenUsesODirect) {
+  std::string path = ScratchFile(Pattern(8192));
+  for (bool writable : {false, true}) {
+    auto f = OpenDirect(path, writable);
+    ASSERT_TRUE(f);
+    EXPECT_EQ(f->writable(), writable);
+    std::vector<long> flags = OpenFlagsOf(path);
+    ASSERT_FALSE(flags.empty());
+    EXPECT_TRUE(std::any_of(flags.begin(), flags.end(), [](long fl) { return fl & O_DIRECT; }))
+        << "writable=" << writable;
+  }
+  auto plain = Open(path, true);
+  ASSERT_TRUE(plain);
+  for (long fl : OpenFlagsOf(path)) EXPECT_EQ(fl & O_DIRECT, 0);
+}
+
+TEST_F(PosixFileTest, DirectOpenOnAFileSystemWithoutODirectIsUnsupported) {
+  // procfs refuses O_DIRECT with EINVAL, as tmpfs did before Linux 6.6.
+  const std::string path = "/proc/self/status";
+  auto f = OpenPosixFile(path, false, /*direct=*/true);
+  if (f.ok()) GTEST_SKIP() << path << " accepted O_DIRECT on this kernel";
+  EXPECT_EQ(f.status().code(), Errc::kUnsupported) << f.status().message();
+  EXPECT_NE(f.status().message().find("O_DIRECT"), std::string::npos) << f.status().message();
+  // The same file opens without O_DIRECT: only the flag was refused.
+  EXPECT_TRUE(OpenPosixFile(path, false).ok());
+  // A missing file is still reported as missing, not as unsupported.
+  auto missing = OpenPosixFile(Path("no-such-file"), true, /*direct=*/true);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), Errc::kNotFound);
+}
+
+TEST_F(PosixFileTest, DirectReadsAnyAlignmentAndStopsShortAtTheEnd) {
+  const Bytes data = Pattern(10000);  // not a multiple of 4096
+  auto f = OpenDirect(ScratchFile(data), false);
+  ASSERT_TRUE(f);
+  AlignedBuffer buf(3 * kSector);
+  struct Case {
+    uint64_t offset;
+    size_t n, misalign, want;
+  };
+  for (const Case& c : std::vector<Case>{
+           {0, 4096, 0, 4096},      // aligned throughout
+           {0, 8192, 0, 8192},
+           {4096, 8192, 0, 5904},   // aligned request running past the end
+           {8192, 4096, 0, 1808},
+           {1, 4095, 0, 4095},      // unaligned offset
+           {4096, 100, 7, 100},     // unaligned buffer and length
+           {4000, 5000, 4000 % kSector, 5000},  // buffer misaligned like the offset
+           {9500, 1000, 3, 500},    // unaligned, past the end
+           {9999, 1, 0, 1},
+           {10000, 100, 0, 0},      // at the end
+           {12288, 4096, 0, 0},     // aligned, past the end
+           {1ull << 40, 4096, 5, 0}}) {
+    std::memset(buf.at(0), 0xEE, 3 * kSector);
+    auto got = f->ReadAt(c.offset, buf.at(c.misalign), c.n);
+    ASSERT_TRUE(got.ok()) << c.offset << ": " << got.status().message();
+    EXPECT_EQ(*got, c.want) << "offset " << c.offset << " n " << c.n;
+    EXPECT_TRUE(std::equal(buf.at(c.misalign), buf.at(c.misalign) + c.want,
+                           data.begin() + std::min<uint64_t>(c.offset, data.size())))
+        << "offset " << c.offset << " n " << c.n;
+    // A bounced read copies only the bytes it returns. (An aligned O_DIRECT
+    // read may fill its whole buffer: the kernel transfers whole blocks.)
+    const bool bounced = c.misalign != 0 || c.offset % kSector != 0 || c.n % kSector != 0;
+    if (bounced && c.want < c.n) {
+      EXPECT_EQ(*buf.at(c.misalign + c.want), 0xEE) << "wrote past the bytes read";
+    }
+  }
+}
+
+TEST_F(PosixFileTest, DirectWritesPastTheEndKeepTheExactSize) {
+  std::string path = ScratchFile(Pattern(4096));
+  auto f = OpenDirect(path, true);
+  ASSERT_TRUE(f);
+  Bytes patch = Pattern(100, 7);
+  ASSERT_TRUE(f->WriteAt(10000, patch.data(), patch.size()).ok());
+  EXPECT_EQ(*f->Size(), 10100u);
+  // And an unaligned write inside the last, partial sector.
+  ASSERT_TRUE(f->WriteAt(8200, patch.data(), 50).ok());
+  EXPECT_EQ(*f->Size(), 10100u);
+  ASSERT_TRUE(f->Flush().ok());
+  Bytes want = Pattern(4096);
+  want.resize(10100, 0);
+  std::copy(patch.begin(), patch.end(), want.begin() + 10000);
+  std::copy(patch.begin(), patch.begin() + 50, want.begin() + 8200);
+  EXPECT_EQ(test::ReadWholeFile(path), want);
+  Bytes back(10100);
+  ASSERT_EQ(*f->ReadAt(0, back.data(), back.size()), 10100u);
+  EXPECT_EQ(back, want);
+}
+
+TEST_F(PosixFileTest, WriteBeyondTheLargestFileOffsetFailsWithDirectIo) {
+  std::string path = ScratchFile(Pattern(100));
+  auto f = OpenDirect(path, true);
+  ASSERT_TRUE(f);
+  const uint8_t four[4] = {1, 2, 3, 4};
+  for (uint64_t offset : {UINT64_MAX - 1, uint64_t{1} << 63}) {
+    Status st = f->WriteAt(offset, four, sizeof four);
+    EXPECT_FALSE(st.ok()) << offset;
+    EXPECT_NE(st.message().find("write of 4 bytes at offset"), std::string::npos) << st.message();
+  }
+  EXPECT_EQ(test::ReadWholeFile(path), Pattern(100));
+}
+
+// The same random writes, through an O_DIRECT file and through a normal one,
+// must leave the same bytes, and reads must agree, whatever the alignment of
+// offset, length and buffer.
+TEST_F(PosixFileTest, DirectAndBufferedFilesEndUpIdentical) {
+  const Bytes initial = Pattern(3 * kMiB + 1234, 5);
+  const std::string direct_path = Path("direct"), plain_path = Path("plain");
+  test::WriteWholeFile(direct_path, initial);
+  test::WriteWholeFile(plain_path, initial);
+  auto direct = OpenDirect(direct_path, true);
+  auto plain = Open(plain_path, true);
+  ASSERT_TRUE(direct && plain);
+
+  std::mt19937_64 rng(20240611);
+  auto uniform = [&rng](uint64_t lo, uint64_t hi) {  // inclusive
+    return std::uniform_int_distribution<uint64_t>(lo, hi)(rng);
+  };
+  constexpr size_t kMaxLength = 2 * kMiB + 3 * kSector;  // more than one bounce piece
+  AlignedBuffer data(kMaxLength), got_direct(kMaxLength), got_plain(kMaxLength);
+  for (int round = 0; round < 400; ++round) {
+    uint64_t size = *plain->Size();
+    uint64_t offset;
+    size_t n, misalign;
+    switch (uniform(0, 3)) {
+      case 0:  // everything aligned: the path straight to pwrite
+        offset = uniform(0, (size + 16 * kSector) / kSector) * kSector;
+        n = uniform(1, 64) * kSector;
+        misalign = 0;
+        break;
+      case 1:  // small, often inside one sector
+        offset = uniform(0, size + 3 * kSector);
+        n = uniform(1, 300);
+        misalign = uniform(0, kSector - 1);
+        break;
+      case 2:  // buffer misaligned like the offset: bounced ends, direct middle
+        offset = uniform(0, size + 3 * kSector);
+        n = uniform(1, 300 * 1024);
+        misalign = offset % kSector;
+        break;
+      default:  // large and unaligned: several bounce pieces
+        offset = uniform(0, size + kSector);
+        n = uniform(1, kMaxLength - kSector);
+        misalign = uniform(0, kSector - 1);
+        break;
+    }
+    if (uniform(0, 2) == 0) {
+      std::memset(got_direct.at(0), 0xA5, kMaxLength);
+      std::memset(got_plain.at(0), 0x5A, kMaxLength);
+      auto a = direct->ReadAt(offset, got_direct.at(misalign), n);
+      auto b = plain->ReadAt(offset, got_plain.at(misalign), n);
+      ASSERT_TRUE(a.ok() && b.ok()) << a.status().message() << b.status().message();
+      ASSERT_EQ(*a, *b) << "round " << round << " read at " << offset << " n " << n;
+      ASSERT_EQ(std::memcmp(got_direct.at(misalign), got_plain.at(misalign), *a), 0)
+          << "round " << round << " read at " << offset << " n " << n;
+      continue;
+    }
+    uint8_t* src = data.at(misalign);
+    for (size_t i = 0; i < n; ++i) src[i] = static_cast<uint8_t>(rng());
+    Status a = direct->WriteAt(offset, src, n);
+    ASSERT_TRUE(a.ok()) << "round " << round << ": " << a.message();
+    ASSERT_TRUE(plain->WriteAt(offset, src, n).ok());
+    ASSERT_EQ(*direct->Size(), *plain->Size()) << "round " << round;
+  }
+  ASSERT_TRUE(direct->Flush().ok());
+  ASSERT_TRUE(plain->Flush().ok());
+  direct.reset();
+  plain.reset();
+  const Bytes direct_bytes = test::ReadWholeFile(direct_path);
+  EXPECT_GT(direct_bytes.size(), initial.size());  // some writes extended the file
+  EXPECT_EQ(test::Sha256Hex(direct_bytes.data(), direct_bytes.size()),
+            test::Sha256OfFile(plain_path));
+}
+
+// Writers owning different bytes of the same 4 KiB sectors write them at
+// the same time; every byte must land (each read-modify-write must see the
+// others' completed writes).
+void ConcurrentSectorSharingWrites(const std::string& path, uint64_t initial_size) {
+  auto f = OpenDirect(path, true);
+  ASSERT_TRUE(f);
+  constexpr int kThreads = 8;
+  constexpr uint64_t kBegin = 4096 - 7, kEnd = 4 * 4096 + 11;  // crosses sector boundaries
+  constexpr uint64_t kRun = 5;  // the byte at p belongs to thread (p / kRun) % kThreads
+  auto value = [](uint64_t p) { return static_cast<uint8_t>(p * 31 + 17); };
+  std::vector<std::thread> threads;
+  std::vector<std::string> errors(kThreads);
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      std::vector<uint64_t> runs;
+      for (uint64_t p = kBegin - kBegin % kRun; p < kEnd; p += kRun)
+        if (static_cast<int>((p / kRun) % kThreads) == t) runs.push_back(p);
+      std::shuffle(runs.begin(), runs.end(), std::mt19937(t));
+      for (uint64_t p : runs) {
+        uint8_t bytes[kRun];
+        for (uint64_t i = 0; i < kRun; ++i) bytes[i] = value(p + i);
+        // Single bytes and whole runs, so writes start and end anywhere.
+        for (uint64_t i = 0; i < kRun; i += (p / kRun) % 2 ? kRun : 1) {
+          size_t len = (p / kRun) % 2 ? kRun : 1;
+          Status st = f->WriteAt(p + i, bytes + i, len);
+          if (!st.ok() && errors[t].empty()) errors[t] = st.message();
+        }
+      }
+    });
+  for (auto& th : threads) th.join();
+  for (const auto& e : errors) EXPECT_EQ(e, "");
+  ASSERT_TRUE(f->Flush().ok());
+  const uint64_t last = (kEnd - 1) - (kEnd - 1) % kRun + kRun;  // end of the last run
+  EXPECT_EQ(*f->Size(), std::max(initial_size, last));
+  Bytes bytes = test::ReadWholeFile(path);
+  ASSERT_GE(bytes.size(), last);
+  size_t wrong = 0;
+  for (uint64_t p = kBegin - kBegin % kRun; p < last; ++p)
+    if (bytes[p] != value(p)) ++wrong;
+  EXPECT_EQ(wrong, 0u) << "bytes lost by concurrent read-modify-write";
+}
+
+TEST_F(PosixFileTest, ConcurrentDirectWritesToDifferentBytesOfOneSectorAllLand) {
+  for (int repeat = 0; repeat < 3; ++repeat) {
+    ConcurrentSectorSharingWrites(ScratchFile(Bytes(8 * kSector, 0)), 8 * kSector);
+    if (HasFatalFailure() || HasFailure()) return;
+  }
+}
+
+TEST_F(PosixFileTest, ConcurrentDirectWritesThatExtendTheFileAllLand) {
+  for (int repeat = 0; repeat < 3; ++repeat) {
+    ConcurrentSectorSharingWrites(ScratchFile(Bytes(100, 0)), 100);
+    if (HasFatalFailure() || HasFailure()) return;
+  }
 }
 
 }  // namespace

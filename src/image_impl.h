@@ -1,0 +1,105 @@
+// The Image implementation, split by concern: image.cc opens, reads and
+// maps; image_write.cc writes, discards, flushes and closes.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <vector>
+
+#include "bat_cache.h"
+#include "block_allocator.h"
+#include "format/bat.h"
+#include "image_loader.h"
+#include "log_writer.h"
+#include "vhdx/image.h"
+
+namespace vhdx {
+
+class ImageImpl final : public Image {
+ public:
+  ~ImageImpl() override;
+  static Result<std::unique_ptr<Image>> Open(std::unique_ptr<File> file, bool read_only);
+
+  const ImageInfo& info() const override { return info_; }
+  Status Read(uint64_t offset, void* buf, size_t n) const override;
+  Status Map(uint64_t start, uint64_t length,
+             const std::function<bool(const MapExtent&)>& sink) const override;
+  Result<AllocationSummary> CountAllocation() const override;
+
+  Status Write(uint64_t offset, const void* buf, size_t n, const WriteOptions& options) override;
+  Status Flush() override;
+  Status Discard(uint64_t offset, uint64_t length) override;
+  Status WriteZeroes(uint64_t offset, uint64_t length, bool may_unmap) override;
+  Status Close() override;
+  WriteStats write_stats() const override;
+
+ private:
+  // Blocks are guarded by a fixed array of reader/writer locks (block number
+  // modulo the array size): readers and in-place writers share a block's
+  // lock, state changes (allocation, release) take it exclusively. So a
+  // block's file space is never released or reused under a reader.
+  static constexpr size_t kBlockLocks = 1024;
+  std::shared_mutex& BlockLock(uint64_t block) const { return block_locks_[block % kBlockLocks]; }
+
+  Status ParentNeeded() const;
+  Status CheckRange(uint64_t offset, uint64_t n, const char* op) const;
+  // Validates payload entry `e` of block `b` for reading.
+  Status CheckPayload(uint64_t b, const format::BatEntry& e) const;
+
+  // Write path (image_write.cc).
+  Status CheckWritable(uint64_t offset, uint64_t n, const char* op) const;
+  // The session's first change of the file: new FileWriteGuid and
+  // DataWriteGuid in the headers, durable before anything else changes.
+  Status BeginChange();
+  Status WriteInBlock(uint64_t block, uint64_t in_block, const uint8_t* data, size_t n);
+  Status ZeroInBlock(uint64_t block, uint64_t in_block, uint64_t n, bool whole, uint8_t new_state);
+  Status ZeroRange(uint64_t offset, uint64_t length, bool may_unmap, uint8_t whole_block_state);
+  // The allocator, created on first use by scanning the BAT (commit_mu_ held).
+  Result<BlockAllocator*> Allocator();
+  Status CreateAllocator();
+  // Commits pending BAT changes through the log and applies them.
+  Status Commit();
+  Status CommitLocked();
+  Status MaybeCommit();
+  Status Fail(Status s);  // remembers the first failure of the write path
+  Status Failure() const;
+  Status FlushFile();
+  uint64_t UsedBytes(uint64_t block) const;
+
+  std::unique_ptr<File> physical_;
+  std::unique_ptr<ReplayOverlayFile> overlay_;
+  const File* view_ = nullptr;  // overlay when the log is dirty, else physical
+  // Logical size of view_: as opened, then grown by allocations.
+  std::atomic<uint64_t> file_size_{0};
+  uint64_t open_file_size_ = 0;  // file_size_ as opened
+  format::Geometry geo_;
+  ImageInfo info_;
+  std::vector<Reserved> reserved_;
+  std::unique_ptr<BatCache> bat_;
+  mutable std::array<std::shared_mutex, kBlockLocks> block_locks_;
+
+  // Write state. The headers change only under commit_mu_.
+  bool writable_ = false;
+  HeaderSet headers_;
+  std::atomic<bool> closed_{false};
+  std::atomic<bool> changed_{false};  // BeginChange done
+  std::mutex commit_mu_;              // commits, header updates, allocator setup
+  std::unique_ptr<LogWriter> log_;    // once the session's log is started
+  std::unique_ptr<BlockAllocator> allocator_;
+  std::atomic<BlockAllocator*> allocator_ready_{nullptr};
+  bool release_space_ = true;  // false when BAT entries share file space
+  Status allocator_refusal_;   // why a damaged image cannot allocate
+  mutable std::mutex failure_mu_;
+  Status failure_;                    // sticky: the write path stopped
+  std::atomic<bool> failed_{false};
+  size_t max_dirty_pages_ = 1024;
+
+  std::atomic<uint64_t> stat_flushes_{0}, stat_log_entries_{0}, stat_allocated_{0},
+      stat_released_{0}, stat_header_updates_{0};
+};
+
+}  // namespace vhdx
