@@ -27,66 +27,14 @@ REPS=${REPS:-5}
 BLOCK_SIZE=${BLOCK_SIZE:-32M}
 COLD=${COLD:-1}
 
-die() { echo "convert_vs_qemu: $*" >&2; exit 1; }
-[ -x "$VHDX" ] || die "$VHDX not found (run scripts/bootstrap, or set VHDX=path/to/vhdx)"
-"$VHDX" --version >/dev/null || die "$VHDX does not run"
-for tool in qemu-img qemu-io openssl shuf cmp /usr/bin/time; do
-  command -v "$tool" >/dev/null || die "$tool is needed"
-done
-if [ "${TIMER:-}" != date ] && command -v hyperfine >/dev/null; then timer=hyperfine; else timer=date; fi
-if [ "$COLD" = 1 ] && ! { [ -w /proc/sys/vm/drop_caches ] && sync && echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; then
-  COLD=0
-  echo "note: cannot drop the page cache here (needs root); cold runs skipped"
-fi
-
-mkdir -p "$base"
-work=$(mktemp -d "$base/vhdx-bench.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-trap 'exit 130' INT TERM
-
-# A deterministic stream of incompressible bytes (AES-CTR of zeros, fixed key).
-random_stream() {
-  openssl enc -aes-128-ctr -nosalt -K "$(printf '%032x' "$1")" -iv 0 </dev/zero 2>/dev/null || true
-}
-
-# One run of "$@" after removing its output file and flushing earlier runs'
-# dirty pages (so no run pays for another's writeback). Prints "WALL CPU":
-# wall-clock and user+system seconds.
-time_once() {
-  local out=$1
-  shift
-  rm -f "$out"
-  sync
-  if [ "$timer" = hyperfine ]; then
-    hyperfine -N --runs 1 --style none --export-json "$work/run.json" "$(printf '%q ' "$@")" >/dev/null 2>&1 ||
-      die "failed: $*"
-    awk -F'[:,]' '/"mean"/ {w = $2} /"user"/ {u = $2} /"system"/ {s = $2} END {printf "%.3f %.3f\n", w, u + s}' \
-      "$work/run.json"
-  else
-    local t0 t1
-    t0=$(date +%s.%N)
-    /usr/bin/time -f '%U %S' -o "$work/cpu" "$@" >/dev/null 2>&1 || die "failed: $*"
-    t1=$(date +%s.%N)
-    awk -v t0="$t0" -v t1="$t1" '{printf "%.3f %.3f\n", t1 - t0, $1 + $2}' "$work/cpu"
-  fi
-}
-
-# Median of the numbers in column $1 of stdin.
-median() {
-  cut -d' ' -f"$1" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
-}
-
-# Peak resident set size of one run, in MiB.
-peak_rss_mib() {
-  local out=$1
-  shift
-  rm -f "$out"
-  /usr/bin/time -f %M -o "$work/rss" "$@" >/dev/null 2>&1 || die "failed: $*"
-  awk '{v = $1} END {printf "%.1f\n", v / 1024}' "$work/rss"
-}
-
-drop_caches() { sync && echo 3 >/proc/sys/vm/drop_caches; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "-") print "-"; else printf "%.3f", a / b}'; }
+bench_name=convert_vs_qemu
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+require_vhdx "does not run" --version
+require_tools qemu-img qemu-io openssl shuf cmp /usr/bin/time
+choose_timer
+check_cold
+make_scratch "$base" vhdx-bench
 
 table=()
 # bench_pair LABEL IMAGE: times both converts of IMAGE into $work/ours.raw and
@@ -95,36 +43,9 @@ bench_pair() {
   local label=$1 image=$2
   local ours=("$VHDX" convert -O raw "$image" "$work/ours.raw")
   local qemu=(qemu-img convert -f vhdx -O raw "$image" "$work/qemu.raw")
-  local size runs_ours=() runs_qemu=() i
+  local size wall_o wall_q min_o min_q cpu_o cpu_q cold_o cold_q rss_o rss_q
   size=$(qemu-img info --output=json "$image" | sed -n 's/^ *"virtual-size": *\([0-9]*\),*$/\1/p')
-  time_once "$work/ours.raw" "${ours[@]}" >/dev/null  # warm-up: source in the page cache
-  time_once "$work/qemu.raw" "${qemu[@]}" >/dev/null
-  for ((i = 0; i < REPS; i++)); do  # alternate, and alternate who goes first
-    if ((i % 2 == 0)); then
-      runs_ours+=("$(time_once "$work/ours.raw" "${ours[@]}")")
-      runs_qemu+=("$(time_once "$work/qemu.raw" "${qemu[@]}")")
-    else
-      runs_qemu+=("$(time_once "$work/qemu.raw" "${qemu[@]}")")
-      runs_ours+=("$(time_once "$work/ours.raw" "${ours[@]}")")
-    fi
-  done
-  echo "  warm runs (wall s, CPU s): vhdx $(printf '[%s] ' "${runs_ours[@]}")"
-  echo "                             qemu-img $(printf '[%s] ' "${runs_qemu[@]}")"
-  local wall_o wall_q min_o min_q cpu_o cpu_q cold_o=- cold_q=- rss_o rss_q
-  wall_o=$(printf '%s\n' "${runs_ours[@]}" | median 1)
-  wall_q=$(printf '%s\n' "${runs_qemu[@]}" | median 1)
-  min_o=$(printf '%s\n' "${runs_ours[@]}" | sort -g | head -1 | cut -d' ' -f1)
-  min_q=$(printf '%s\n' "${runs_qemu[@]}" | sort -g | head -1 | cut -d' ' -f1)
-  cpu_o=$(printf '%s\n' "${runs_ours[@]}" | median 2)
-  cpu_q=$(printf '%s\n' "${runs_qemu[@]}" | median 2)
-  rss_o=$(peak_rss_mib "$work/ours.raw" "${ours[@]}")
-  rss_q=$(peak_rss_mib "$work/qemu.raw" "${qemu[@]}")
-  if [ "$COLD" = 1 ]; then
-    drop_caches
-    cold_o=$(time_once "$work/ours.raw" "${ours[@]}" | cut -d' ' -f1)
-    drop_caches
-    cold_q=$(time_once "$work/qemu.raw" "${qemu[@]}" | cut -d' ' -f1)
-  fi
+  compare_pair "$work/ours.raw" "$work/qemu.raw"
   mbps() { awk -v s="$size" -v t="$1" 'BEGIN {printf "%.0f", s / t / 1e6}'; }
   table+=("$(printf '%-19s %-10s %8s %8s %8s %8s %8s %10s' "$label" vhdx "$wall_o" "$(mbps "$wall_o")" \
     "$min_o" "$cpu_o" "$cold_o" "$rss_o MiB")")
@@ -149,7 +70,7 @@ verify_same() {
     "$(du -m "$work/qemu.raw" | cut -f1) MiB qemu-img)"
 }
 
-echo "vhdx: $VHDX ($("$VHDX" --version)); $(qemu-img --version | head -1)"
+versions_line
 echo "timer: $timer; $REPS warm runs per tool, alternating; $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo "== (a) 2 GiB disk, 1 GiB random data in 1 MiB pieces, VHDX block size $BLOCK_SIZE"
@@ -179,8 +100,7 @@ bench_pair "64 GiB, 8 MiB data" "$work/b.vhdx"
 verify_same $((64 << 30))
 
 echo
-echo "== results: median of $REPS warm runs; MB/s = 10^6 bytes of virtual disk per second;"
-echo "   best = fastest warm run; CPU = median user+system; cold = one run after dropping the page cache"
+print_results_legend
 printf '%-19s %-10s %8s %8s %8s %8s %8s %10s\n' case tool "wall s" "MB/s" "best s" "CPU s" "cold s" "peak RSS"
 printf '%s\n' "${table[@]}"
 echo "goals: ours/qemu wall <= 0.9 on (a), < 0.1 on (b)"

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -12,6 +13,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -92,6 +94,37 @@ std::string ReadStderr(const std::string& path) {
   }
   return text;
 }
+
+std::string Quoted(const std::string& s) { return "'" + s + "'"; }
+
+// A vhdimount (libvhdi's FUSE driver) mount of `image` on the folder
+// `image + ".mnt"`, unmounted and the folder removed when it goes out of scope.
+class VhdiMount {
+ public:
+  explicit VhdiMount(const std::string& image) : dir_(image + ".mnt") {
+    std::filesystem::create_directories(dir_);
+    CommandResult r = Run(fmt::format("vhdimount {} {}", Quoted(image), Quoted(dir_)));
+    mounted_ = r.exit_code == 0 && std::filesystem::exists(disk());
+    output_ = r.output;
+  }
+  ~VhdiMount() {
+    const char* unmount = HaveTool("fusermount") ? "fusermount -u" : "umount";
+    if (mounted_) Run(fmt::format("{} {}", unmount, Quoted(dir_)));
+    std::error_code ec;
+    std::filesystem::remove(dir_, ec);
+  }
+  VhdiMount(const VhdiMount&) = delete;
+  VhdiMount& operator=(const VhdiMount&) = delete;
+
+  bool mounted() const { return mounted_; }
+  const std::string& output() const { return output_; }
+  std::string disk() const { return dir_ + "/vhdi1"; }
+
+ private:
+  std::string dir_;
+  bool mounted_ = false;
+  std::string output_;
+};
 
 }  // namespace
 
@@ -264,6 +297,21 @@ uint64_t AllocatedBytes(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return 0;
   return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+std::string ExpectLibvhdiReads(const std::string& path, uint64_t virtual_size, uint32_t sector_size,
+                               const std::string& sha256) {
+  CommandResult r = Run("vhdiinfo " + Quoted(path));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  if (r.exit_code != 0) return "";  // the failure is recorded; nothing to mount
+  EXPECT_NE(r.output.find(fmt::format("Bytes per sector\t: {} bytes", sector_size)), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find(fmt::format("({} bytes)", virtual_size)), std::string::npos) << r.output;
+  VhdiMount mount(path);
+  if (!mount.mounted()) return "vhdimount cannot mount here (FUSE unavailable?): " + mount.output();
+  EXPECT_EQ(std::filesystem::file_size(mount.disk()), virtual_size);
+  EXPECT_EQ(Sha256OfFile(mount.disk()), sha256) << "libvhdi reads other bytes";
+  return "";
 }
 
 }  // namespace vhdx::test

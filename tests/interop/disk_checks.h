@@ -52,4 +52,12 @@ uint64_t AllocatedBytes(const std::string& path);
 // True when the n bytes at p are all zero.
 bool AllZero(const uint8_t* p, size_t n);
 
+// What libvhdi makes of the VHDX image at `path`: vhdiinfo must report
+// `sector_size`-byte sectors and `virtual_size` bytes, and the disk that
+// vhdimount exposes must be `virtual_size` bytes with SHA-256 `sha256`
+// (GoogleTest failures otherwise). Returns "" once checked, or why the disk
+// could not be mounted here (no FUSE, say) for the caller to skip on.
+std::string ExpectLibvhdiReads(const std::string& path, uint64_t virtual_size, uint32_t sector_size,
+                               const std::string& sha256);
+
 }  // namespace vhdx::test
