@@ -342,5 +342,76 @@ TEST(CorpusDirtyLogTest, CheckRepairReplaysTheLogIntoTheFile) {
   }
 }
 
+
+// A read-write open through the library (Image::Open with read_only false)
+// replays the log into the file before anything is read: it reads the
+// manifest's content, the same bytes as the read-only overlay of the
+// untouched original; after Close the file is clean (LogGuid zero), checks
+// clean, and QEMU, which refuses the dirty original, reads the same bytes.
+TEST(CorpusDirtyLogTest, ReadWriteOpenReplaysTheLogAndClosesClean) {
+  if (!CorpusDir()) GTEST_SKIP() << "no corpus (set VHDX_CORPUS to the folder holding MANIFEST.md)";
+  const auto& images = LoadCorpusManifest().images;
+  auto it = std::find_if(images.begin(), images.end(),
+                         [](const CorpusImage& i) { return i.file == kDirtyLogImage; });
+  if (it == images.end()) GTEST_SKIP() << kDirtyLogImage << " is not in the corpus manifest";
+  const CorpusImage& m = *it;
+  const std::string original = DecompressCorpusImage(m.file);
+  const std::string original_sha256 = Sha256OfFile(original);
+  std::string copy = ScratchPath("dirty-rw-open.vhdx");
+  std::filesystem::copy_file(original, copy, std::filesystem::copy_options::overwrite_existing);
+
+  auto overlay = Image::Open(original);
+  ASSERT_TRUE(overlay.ok()) << overlay.status().message();
+  ASSERT_TRUE((*overlay)->info().log.dirty);
+  {
+    auto rw = Image::Open(copy, {.read_only = false});
+    ASSERT_TRUE(rw.ok()) << rw.status().message();
+    const ImageInfo& info = (*rw)->info();
+    EXPECT_EQ(info.log.replayed_entries, 1u);
+    EXPECT_FALSE(info.log.dirty);
+    EXPECT_TRUE(info.headers[info.current_header].log_guid.IsZero());
+    EXPECT_NE(Sha256OfFile(copy), original_sha256) << "the read-write open did not write its replay";
+
+    // One pass: the replayed file and the overlay agree, and hash to the manifest.
+    Sha256Stream replayed;
+    std::vector<uint8_t> got(4 << 20), want(4 << 20);
+    for (uint64_t off = 0; off < m.virtual_size;) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(got.size(), m.virtual_size - off));
+      Status st = (*rw)->Read(off, got.data(), n);
+      ASSERT_TRUE(st.ok()) << st.message();
+      st = (*overlay)->Read(off, want.data(), n);
+      ASSERT_TRUE(st.ok()) << st.message();
+      ASSERT_TRUE(std::equal(got.begin(), got.begin() + n, want.begin()))
+          << "the replayed file and the read-only overlay differ in [" << off << ", " << off + n << ")";
+      replayed.Update(got.data(), n);
+      off += n;
+    }
+    EXPECT_EQ(replayed.Final(), m.content_sha256);
+    Status st = (*rw)->Close();
+    ASSERT_TRUE(st.ok()) << st.message();
+  }
+  EXPECT_EQ(Sha256OfFile(original), original_sha256) << "the read-only overlay modified the original";
+
+  auto closed = Image::Open(copy);
+  ASSERT_TRUE(closed.ok()) << closed.status().message();
+  const ImageInfo& info = (*closed)->info();
+  EXPECT_FALSE(info.log.dirty);
+  EXPECT_EQ(info.log.active_entries, 0u);
+  EXPECT_TRUE(info.headers[info.current_header].log_guid.IsZero());
+  auto report = Check(copy);
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  EXPECT_EQ(report->errors(), 0u);
+  for (const CheckFinding& f : report->findings) ADD_FAILURE() << f.structure << ": " << f.message;
+
+  if (!HaveTool("qemu-img")) GTEST_SKIP() << "qemu-img is not installed (the QEMU part is skipped)";
+  std::string qemu_raw = ScratchPath("dirty-rw-open-qemu.raw");
+  CommandResult r =
+      vhdx::test::Run(fmt::format("qemu-img convert -f vhdx -O raw {} {}", Quoted(copy), Quoted(qemu_raw)));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(CompareRawFile(qemu_raw, m.virtual_size, ImageReader(**overlay)), "");
+  std::filesystem::remove(qemu_raw);
+  std::filesystem::remove(copy);
+}
+
 }  // namespace
 }  // namespace vhdx::test

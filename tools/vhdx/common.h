@@ -50,6 +50,8 @@ void RegisterMap(CLI::App& app, int& result);
 void RegisterCheck(CLI::App& app, int& result);
 void RegisterConvert(CLI::App& app, int& result);
 void RegisterCreate(CLI::App& app, int& result);
+void RegisterIo(CLI::App& app, int& result);
+void RegisterBench(CLI::App& app, int& result);
 
 // Adds --output=human|json.
 void AddOutputOption(CLI::App* sub, std::string& output);

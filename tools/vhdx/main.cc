@@ -16,6 +16,8 @@ int main(int argc, char** argv) {
   RegisterCheck(app, result);
   RegisterConvert(app, result);
   RegisterCreate(app, result);
+  RegisterIo(app, result);
+  RegisterBench(app, result);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
