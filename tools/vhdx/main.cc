@@ -7,7 +7,7 @@
 
 int main(int argc, char** argv) {
   using namespace vhdx::cli;
-  CLI::App app{"vhdx: create, inspect, check and convert Microsoft VHDX virtual disks", "vhdx"};
+  CLI::App app{"vhdx: create, inspect, check, convert, write and benchmark Microsoft VHDX virtual disks", "vhdx"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("vhdx ") + vhdx::Version());
   int result = kExitOk;
