@@ -54,25 +54,27 @@ Result<std::shared_ptr<BatCache::Page>> BatCache::Find(Shard& shard, uint64_t pa
   }
 }
 
-Result<uint64_t> BatCache::Get(uint64_t index) const {
+Result<std::shared_ptr<BatCache::Page>> BatCache::PageOf(uint64_t index,
+                                                         std::unique_lock<std::mutex>& lock) const {
   if (index >= total_entries_)
     return Status(Errc::kCorrupt, fmt::format("BAT index {} out of range ({} entries)", index,
                                               total_entries_));
-  const uint64_t page_no = index / kEntriesPerPage;
-  Shard& shard = shards_[page_no % kShards];
-  std::unique_lock lock(shard.mu);
-  VHDX_ASSIGN_OR_RETURN(std::shared_ptr<Page> page, Find(shard, page_no, lock));
+  Shard& shard = shards_[index / kEntriesPerPage % kShards];
+  lock = std::unique_lock(shard.mu);
+  return Find(shard, index / kEntriesPerPage, lock);
+}
+
+Result<uint64_t> BatCache::Get(uint64_t index) const {
+  std::unique_lock<std::mutex> lock;
+  VHDX_ASSIGN_OR_RETURN(std::shared_ptr<Page> page, PageOf(index, lock));
   return (*page)[index % kEntriesPerPage];
 }
 
 Status BatCache::Set(uint64_t index, uint64_t raw) {
-  if (index >= total_entries_)
-    return Status(Errc::kCorrupt, fmt::format("BAT index {} out of range ({} entries)", index,
-                                              total_entries_));
+  std::unique_lock<std::mutex> lock;
+  VHDX_ASSIGN_OR_RETURN(std::shared_ptr<Page> page, PageOf(index, lock));
   const uint64_t page_no = index / kEntriesPerPage;
   Shard& shard = shards_[page_no % kShards];
-  std::unique_lock lock(shard.mu);
-  VHDX_ASSIGN_OR_RETURN(std::shared_ptr<Page> page, Find(shard, page_no, lock));
   (*page)[index % kEntriesPerPage] = raw;
   ++shard.epoch;
   if (shard.dirty.insert_or_assign(page_no, next_version_++).second) ++dirty_count_;

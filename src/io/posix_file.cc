@@ -127,17 +127,7 @@ class PosixFile final : public File {
   Status WriteAt(uint64_t offset, const void* buf, size_t n) override {
     if (!writable_) return Status(Errc::kReadOnly, "file is open read-only");
     if (direct_) return WriteDirect(offset, static_cast<const uint8_t*>(buf), n);
-    size_t done = 0;
-    while (done < n) {
-      ssize_t r = ::pwrite(fd_, static_cast<const char*>(buf) + done, n - done,
-                           static_cast<off_t>(offset + done));
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        return ErrnoStatus(errno, fmt::format("write of {} bytes at offset {:#x}", n, offset));
-      }
-      done += static_cast<size_t>(r);
-    }
-    return Status::Ok();
+    return PwriteFull(fd_, buf, n, offset);
   }
 
   Status Flush() override {
