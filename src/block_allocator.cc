@@ -37,6 +37,19 @@ Result<BlockAllocator::Extent> BlockAllocator::Allocate() {
   return Extent{offset, zeroed};
 }
 
+Result<BlockAllocator::Extent> BlockAllocator::AllocateTail(uint64_t bytes) {
+  std::lock_guard lock(mu_);
+  const uint64_t offset = end_;
+  if (offset + bytes > format::kMaxFileOffset)
+    return Status(Errc::kNoSpace, fmt::format("no room for {} bytes at offset {:#x}: beyond the "
+                                              "largest VHDX file",
+                                              bytes, offset));
+  VHDX_ASSIGN_OR_RETURN(uint64_t size, file_.Size());
+  if (size < offset + bytes) VHDX_RETURN_IF_ERROR(file_.Truncate(offset + bytes));
+  end_ = offset + bytes;
+  return Extent{offset, size <= offset};
+}
+
 void BlockAllocator::Abandon(uint64_t offset) {
   std::lock_guard lock(mu_);
   free_.push_back({offset, false});

@@ -30,6 +30,9 @@ class BlockAllocator {
   };
   // A free range of block_size bytes; the file is extended to cover it.
   Result<Extent> Allocate();
+  // `bytes` (a 1 MiB multiple: a sector bitmap block) appended at the end
+  // of the file, never from the free list; reads as zeros when zeroed.
+  Result<Extent> AllocateTail(uint64_t bytes);
   // Gives back an extent whose allocation was abandoned (a failed write):
   // it may hold some bytes now, so it is no longer zeroed.
   void Abandon(uint64_t offset);

@@ -113,6 +113,14 @@ class DataClaim {
   uint64_t claimed_ = 0;
 };
 
+// What the files of an image's chain hold together: the most data its map
+// can honestly show.
+uint64_t ChainFileBytes(const Image& image) {
+  uint64_t total = 0;
+  for (const Image* i = &image; i; i = i->parent()) total += i->info().file_size;
+  return total;
+}
+
 // The source is converted a window at a time so that the list of pieces
 // stays small whatever the disk size.
 constexpr uint64_t kWindow = uint64_t{4} << 30;
@@ -346,9 +354,12 @@ ConvertSource ConvertSource::FromImage(const Image& image) {
   return ConvertSource(std::move(rep));
 }
 
-Result<ConvertSource> ConvertSource::Open(const std::string& path, SourceFormat format) {
+Result<ConvertSource> ConvertSource::Open(const std::string& path, SourceFormat format,
+                                          const OpenOptions& open) {
   if (format == SourceFormat::kVhdx) {
-    VHDX_ASSIGN_OR_RETURN(std::unique_ptr<Image> image, Image::Open(path));
+    OpenOptions read_only = open;
+    read_only.read_only = true;
+    VHDX_ASSIGN_OR_RETURN(std::unique_ptr<Image> image, Image::Open(path, read_only));
     ConvertSource src = FromImage(*image);
     src.rep_->owned_image = std::move(image);
     return src;
@@ -367,7 +378,7 @@ Result<ConvertSource> ConvertSource::Open(const std::string& path, SourceFormat 
     char signature[8] = {};
     ssize_t got = raw->size() >= sizeof signature ? ::pread(fd, signature, sizeof signature, 0) : 0;
     if (got == static_cast<ssize_t>(sizeof signature) && std::memcmp(signature, "vhdxfile", 8) == 0)
-      return Open(path, SourceFormat::kVhdx);
+      return Open(path, SourceFormat::kVhdx, open);
   }
   return raw;
 }
@@ -381,7 +392,7 @@ namespace {
 class SourceWalker {
  public:
   explicit SourceWalker(const ConvertSource& src)
-      : src_(src), claim_(src.is_vhdx() ? src.image()->info().file_size : UINT64_MAX) {}
+      : src_(src), claim_(src.is_vhdx() ? ChainFileBytes(*src.image()) : UINT64_MAX) {}
 
   Result<std::vector<Piece>> Pieces(uint64_t start, uint64_t length) {
     std::vector<Piece> pieces;

@@ -1,6 +1,12 @@
 // New images, laid out as Windows lays them out (digest §8.7, §10, §11).
 // No log is needed while creating: a crash mid-way leaves an unusable file
 // either way, so everything is written in place and flushed once.
+//
+// A differencing child takes its parent's logical and physical sector
+// sizes whatever the options say (the CLI always passes its defaults, and a
+// child whose sectors differ from its parent's cannot be read through the
+// chain), the parent's virtual disk ID and, unless a larger one is asked
+// for, its virtual size.
 #include "vhdx/create.h"
 
 #include <errno.h>
@@ -16,6 +22,7 @@
 #include "format/header.h"
 #include "format/metadata.h"
 #include "format/region_table.h"
+#include "parent_paths.h"
 #include "util/coding.h"
 
 namespace vhdx {
@@ -24,14 +31,23 @@ using namespace format;
 
 Status ValidateCreateOptions(const CreateOptions& o) {
   auto bad = [](const std::string& what) { return Status(Errc::kInvalidArgument, what); };
+  if (!IsPowerOfTwo(o.block_size) || o.block_size < kMinBlockSize || o.block_size > kMaxBlockSize)
+    return bad(fmt::format("block size {} is not a power of two between 1 MiB and 256 MiB", o.block_size));
+  if (!o.parent_path.empty()) {
+    // The rest comes from the parent (checked once it is open); 0 = its size.
+    if (o.virtual_size > kMaxVirtualSize)
+      return bad(fmt::format("size {} is larger than 64 TiB", o.virtual_size));
+    return Status::Ok();
+  }
+  if (o.type == DiskType::kDifferencing)
+    return bad("a differencing image needs a parent image (parent_path); without one only "
+               "dynamic and fixed images can be created");
   if (o.type != DiskType::kDynamic && o.type != DiskType::kFixed)
-    return bad("only dynamic and fixed images can be created this way");
+    return bad("only dynamic, fixed and differencing images can be created");
   if (o.logical_sector_size != 512 && o.logical_sector_size != 4096)
     return bad(fmt::format("logical sector size {} is neither 512 nor 4096", o.logical_sector_size));
   if (o.physical_sector_size != 512 && o.physical_sector_size != 4096)
     return bad(fmt::format("physical sector size {} is neither 512 nor 4096", o.physical_sector_size));
-  if (!IsPowerOfTwo(o.block_size) || o.block_size < kMinBlockSize || o.block_size > kMaxBlockSize)
-    return bad(fmt::format("block size {} is not a power of two between 1 MiB and 256 MiB", o.block_size));
   if (o.virtual_size == 0 || o.virtual_size > kMaxVirtualSize)
     return bad(fmt::format("size {} is not between 1 byte and 64 TiB", o.virtual_size));
   if (o.virtual_size % o.logical_sector_size != 0)
@@ -40,13 +56,76 @@ Status ValidateCreateOptions(const CreateOptions& o) {
   return Status::Ok();
 }
 
-Status CreateImage(File& file, const CreateOptions& o) {
-  VHDX_RETURN_IF_ERROR(ValidateCreateOptions(o));
+namespace {
+
+// The room after the five fixed items in the 1 MiB metadata region.
+constexpr uint64_t kMaxLocatorLength = 1 * MiB - kMetadataTableSize - 40;
+
+// What a differencing child inherits from its parent (digest §8.7).
+struct ChildOfParent {
+  uint64_t virtual_size = 0;
+  uint32_t logical_sector_size = 0, physical_sector_size = 0;
+  Guid virtual_disk_id;
+  std::vector<uint8_t> locator;  // the serialised Parent Locator item
+};
+
+Result<ChildOfParent> InheritFromParent(const CreateOptions& o, const std::string& child_path) {
+  const std::string context = "parent " + o.parent_path;
+  OpenOptions open_options;
+  open_options.read_only = true;  // a parent must never change (its children would break)
+  open_options.parent_dirs = o.parent_dirs;
+  auto parent = Image::Open(o.parent_path, open_options);
+  if (!parent.ok()) return parent.status().WithContext(context);
+  const ImageInfo& info = (*parent)->info();
+  ChildOfParent c;
+  c.virtual_size = o.virtual_size ? o.virtual_size : info.virtual_size;
+  if (c.virtual_size < info.virtual_size)
+    return Status(Errc::kInvalidArgument,
+                  fmt::format("size {} is smaller than the size {} of the parent {}", c.virtual_size,
+                              info.virtual_size, o.parent_path));
+  if (c.virtual_size % info.logical_sector_size != 0)
+    return Status(Errc::kInvalidArgument,
+                  fmt::format("size {} is not a multiple of the parent's logical sector size {}",
+                              c.virtual_size, info.logical_sector_size));
+  c.logical_sector_size = info.logical_sector_size;
+  c.physical_sector_size = info.physical_sector_size;
+  c.virtual_disk_id = info.virtual_disk_id;
+  const Guid& linkage = info.headers[info.current_header].data_write_guid;
+  ParentLocator locator = MakeParentLocator(o.parent_path, child_path, linkage);
+  c.locator = SerializeParentLocator(locator);
+  // A path too long for the item's 16-bit lengths would not read back.
+  ParentLocator reread;
+  if (c.locator.size() > kMaxLocatorLength ||
+      !ParseParentLocator(c.locator.data(), c.locator.size(), 0, &reread).ok() ||
+      reread.entries != locator.entries)
+    return Status(Errc::kInvalidArgument,
+                  fmt::format("the paths of the parent {} and the child {} are too long for a "
+                              "parent locator",
+                              o.parent_path, child_path));
+  return c;
+}
+
+}  // namespace
+
+Status CreateImage(File& file, const CreateOptions& options) {
+  VHDX_RETURN_IF_ERROR(ValidateCreateOptions(options));
   VHDX_ASSIGN_OR_RETURN(uint64_t existing, file.Size());
   if (existing != 0) return Status(Errc::kInvalidArgument, "the file is not empty");
-  const bool fixed = o.type == DiskType::kFixed;
+  CreateOptions o = options;
+  const bool child = !o.parent_path.empty();
+  Guid disk_id = Guid::Random();
+  std::vector<uint8_t> locator;
+  if (child) {
+    VHDX_ASSIGN_OR_RETURN(ChildOfParent c, InheritFromParent(o, file.name()));
+    o.virtual_size = c.virtual_size;
+    o.logical_sector_size = c.logical_sector_size;
+    o.physical_sector_size = c.physical_sector_size;
+    disk_id = c.virtual_disk_id;
+    locator = std::move(c.locator);
+  }
+  const bool fixed = !child && o.type == DiskType::kFixed;
   VHDX_ASSIGN_OR_RETURN(Geometry g, Geometry::Make(o.virtual_size, o.block_size, o.logical_sector_size,
-                                                   /*has_parent=*/false));
+                                                   /*has_parent=*/child));
   constexpr uint64_t kLogOffset = 1 * MiB, kLogLength = 1 * MiB;
   constexpr uint64_t kMetadataOffset = 2 * MiB, kMetadataLength = 1 * MiB;
   constexpr uint64_t kBatOffset = 3 * MiB;
@@ -76,11 +155,10 @@ Status CreateImage(File& file, const CreateOptions& o) {
   std::vector<uint8_t> meta(kMetadataLength, 0);
   MetadataTable table;
   uint8_t* items = meta.data() + kMetadataTableSize;
-  SerializeFileParameters({o.block_size, fixed, false}, items);
+  SerializeFileParameters({o.block_size, fixed, child}, items);
   EncodeFixed64(items + 8, o.virtual_size);
   EncodeFixed32(items + 16, o.logical_sector_size);
   EncodeFixed32(items + 20, o.physical_sector_size);
-  Guid disk_id = Guid::Random();
   std::memcpy(items + 24, disk_id.bytes.data(), 16);
   const uint32_t base = kMetadataTableSize;
   table.entries = {
@@ -90,6 +168,12 @@ Status CreateImage(File& file, const CreateOptions& o) {
       {kPhysicalSectorSizeGuid, base + 20, 4, kMetaIsRequired | kMetaIsVirtualDisk},
       {kVirtualDiskIdGuid, base + 24, 16, kMetaIsRequired | kMetaIsVirtualDisk},
   };
+  if (child) {
+    // At most kMaxLocatorLength: it fits the region.
+    std::memcpy(items + 40, locator.data(), locator.size());
+    table.entries.push_back(
+        {kParentLocatorGuid, base + 40, static_cast<uint32_t>(locator.size()), kMetaIsRequired});
+  }
   SerializeMetadataTable(table, meta.data());
 
   // Size the file first so that a full disk fails before anything is written.

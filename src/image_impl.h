@@ -3,6 +3,7 @@
 #pragma once
 
 #include <array>
+#include <map>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -15,6 +16,7 @@
 #include "format/bat.h"
 #include "image_loader.h"
 #include "log_writer.h"
+#include "sector_bitmap_cache.h"
 #include "vhdx/image.h"
 
 namespace vhdx {
@@ -24,7 +26,24 @@ class ImageImpl final : public Image {
   ~ImageImpl() override;
   static Result<std::unique_ptr<Image>> Open(std::unique_ptr<File> file, bool read_only);
 
+  // Differencing images: finds, opens and checks the parent chain (image.cc).
+  struct ChainGuard;
+  Status AttachParent(const OpenOptions& options, ChainGuard& guard);
+
+  // For chain operations (chain.cc). The DataWriteGuid the session's first
+  // change gives the file (instead of a random one).
+  void SetNextDataWriteGuid(const Guid& guid);
+  // Replaces the parent locator; committed through the log with the next
+  // flush (the metadata table entry and item change in one entry).
+  Status RewriteParentLocator(const format::ParentLocator& locator);
+  const format::ParentLocator* parent_locator() const { return locator_ ? &*locator_ : nullptr; }
+  // Every payload block NOT_PRESENT (reads through to the parent), its space
+  // and the sector bitmaps released. Differencing images only.
+  Status DropAllBlocks();
+  Guid current_data_write_guid() const;
+
   const ImageInfo& info() const override { return info_; }
+  const Image* parent() const override { return parent_.get(); }
   Status Read(uint64_t offset, void* buf, size_t n) const override;
   Status Map(uint64_t start, uint64_t length,
              const std::function<bool(const MapExtent&)>& sink) const override;
@@ -49,6 +68,20 @@ class ImageImpl final : public Image {
   Status CheckRange(uint64_t offset, uint64_t n, const char* op) const;
   // Validates payload entry `e` of block `b` for reading.
   Status CheckPayload(uint64_t b, const format::BatEntry& e) const;
+  // Checks the linkage and sector size of a candidate parent.
+  Status CheckParent(const Image& parent, const std::string& path, bool ignore_linkage) const;
+  // Reads [offset, offset+n) from the parent (zeros past its end).
+  Status ReadParent(uint64_t offset, uint8_t* out, size_t n) const;
+  // The sector bitmap block of the chunk of block `b`, checked present.
+  Result<uint64_t> BitmapOf(uint64_t b) const;
+  // First bit of block `b` in its chunk's bitmap.
+  uint64_t FirstBit(uint64_t b) const {
+    return (b % geo_.chunk_ratio) * geo_.SectorsPerBlock();
+  }
+  // Reads part of a PARTIALLY_PRESENT block: present sectors from the file,
+  // the others from the parent.
+  Status ReadPartial(uint64_t b, const format::BatEntry& e, uint64_t in_block, uint8_t* out,
+                     size_t n) const;
 
   // Write path (image_write.cc).
   Status CheckWritable(uint64_t offset, uint64_t n, const char* op) const;
@@ -56,6 +89,16 @@ class ImageImpl final : public Image {
   // DataWriteGuid in the headers, durable before anything else changes.
   Status BeginChange();
   Status WriteInBlock(uint64_t block, uint64_t in_block, const uint8_t* data, size_t n);
+  // Allocates a FULLY_PRESENT block for `block` (whose entry `e` reads as
+  // zeros), the rest of it zeroed (block lock held exclusively).
+  Status AllocateFull(uint64_t block, const format::BatEntry& e, uint64_t in_block, const uint8_t* data,
+                      size_t n);
+  // Differencing images: a write into a block that is not FULLY_PRESENT.
+  Status WriteInChildBlock(uint64_t block, uint64_t in_block, const uint8_t* data, size_t n);
+  // The chunk's sector bitmap block, allocated (and committed) if needed.
+  Result<uint64_t> EnsureBitmap(uint64_t block);
+  Status ZeroChildRange(uint64_t block, uint64_t in_block, uint64_t n, bool whole, bool unmap,
+                        uint8_t new_state);
   Status ZeroInBlock(uint64_t block, uint64_t in_block, uint64_t n, bool whole, uint8_t new_state);
   Status ZeroRange(uint64_t offset, uint64_t length, bool may_unmap, uint8_t whole_block_state);
   // The allocator, created on first use by scanning the BAT (commit_mu_ held).
@@ -80,6 +123,11 @@ class ImageImpl final : public Image {
   ImageInfo info_;
   std::vector<Reserved> reserved_;
   std::unique_ptr<BatCache> bat_;
+  std::unique_ptr<SectorBitmapCache> bitmaps_;  // differencing images
+  std::shared_ptr<const Image> parent_;
+  std::optional<format::ParentLocator> locator_;
+  uint64_t meta_region_offset_ = 0, meta_region_length_ = 0;
+  format::MetadataTable meta_table_;
   mutable std::array<std::shared_mutex, kBlockLocks> block_locks_;
 
   // Write state. The headers change only under commit_mu_.
@@ -97,6 +145,12 @@ class ImageImpl final : public Image {
   Status failure_;                    // sticky: the write path stopped
   std::atomic<bool> failed_{false};
   size_t max_dirty_pages_ = 1024;
+  std::optional<Guid> next_data_write_guid_;
+  // Metadata region sectors changed (under commit_mu_), logged with the next
+  // commit: file offset -> 4 KiB.
+  std::map<uint64_t, std::vector<uint8_t>> pending_metadata_;
+  // Sector bitmap blocks released (under commit_mu_), punched once committed.
+  std::vector<uint64_t> released_bitmaps_;
 
   std::atomic<uint64_t> stat_flushes_{0}, stat_log_entries_{0}, stat_allocated_{0},
       stat_released_{0}, stat_header_updates_{0};

@@ -41,7 +41,10 @@ class ConvertSource {
  public:
   // Opens `path` read-only. A VHDX source is opened with Image::Open, so a
   // dirty log is replayed in memory and the file is never written.
-  static Result<ConvertSource> Open(const std::string& path, SourceFormat format = SourceFormat::kDetect);
+  // `open` gives the parent search options of a differencing source
+  // (read_only is forced).
+  static Result<ConvertSource> Open(const std::string& path, SourceFormat format = SourceFormat::kDetect,
+                                    const OpenOptions& open = {});
   // A raw disk read through `fd` (a regular file or a block device), which
   // the caller keeps open while the source is used. `name` is for messages.
   static Result<ConvertSource> FromRawFd(int fd, std::string name);

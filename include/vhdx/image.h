@@ -118,6 +118,8 @@ struct ImageInfo {
   uint64_t payload_blocks = 0;
   uint32_t chunk_ratio = 0;
   std::optional<ParentLocatorInfo> parent;
+  // The path the parent was opened from (empty: no parent opened).
+  std::string parent_filename;
 };
 
 // Count of BAT entries per state (payload entries and sector-bitmap entries).
@@ -153,6 +155,8 @@ struct CheckReport {
   size_t warnings() const;
 };
 
+class Image;
+
 struct OpenOptions {
   // false: open the file read-write. A dirty log is then replayed into the
   // file (new FileWriteGuid, replay, flush, LogGuid cleared) before the
@@ -161,6 +165,28 @@ struct OpenOptions {
   // Open the host file with O_DIRECT (qemu's cache=none): bypass the host
   // page cache. The file layer aligns every request to 4 KiB itself.
   bool direct_io = false;
+
+  // ---- Differencing images: finding and checking the parent chain ------
+  // A differencing image opens with its whole chain. Each parent is looked
+  // for, in this order: `parent_path` (the immediate parent only), the
+  // locator's file name in each of `parent_dirs`, the locator's
+  // relative_path (against the child's directory), volume_path,
+  // absolute_win32_path mapped to a POSIX path, and the locator's file name
+  // in the child's own directory. The first candidate that exists is
+  // opened read-only and must pass the linkage check. Parents are never
+  // written.
+  std::string parent_path{};
+  std::vector<std::string> parent_dirs{};  // for every level of the chain
+  // Open even when a parent's DataWriteGuid matches neither parent_linkage
+  // nor parent_linkage2 (the parent changed after the child was made: the
+  // chain may read wrong). For forensics and repair only.
+  bool ignore_parent_linkage = false;
+  // Use this open image as the immediate parent instead of resolving one
+  // (still checked: linkage, sector size). Tests, in-memory chains.
+  std::shared_ptr<const Image> parent{};
+  // Open only this file, not its parent: info() works, reading and writing
+  // a differencing image fail. For rebase and info of a broken chain.
+  bool skip_parent = false;
 };
 
 struct WriteOptions {
@@ -189,6 +215,9 @@ class Image {
 
   virtual const ImageInfo& info() const = 0;
   uint64_t virtual_size() const { return info().virtual_size; }
+  // The open parent of a differencing image (nullptr for other images, or
+  // when opened with skip_parent). Walk it for the whole chain.
+  virtual const Image* parent() const = 0;
 
   // Reads `n` bytes of the virtual disk at `offset` (any byte alignment).
   virtual Status Read(uint64_t offset, void* buf, size_t n) const = 0;
@@ -202,9 +231,11 @@ class Image {
   virtual Result<AllocationSummary> CountAllocation() const = 0;
 
   // ---- Writing (images opened with read_only = false) -------------------
-  // Every call on a read-only image fails with kReadOnly, on a differencing
-  // image with kUnsupported; a range past the virtual size with kOutOfRange.
-  // Any byte alignment is accepted.
+  // Every call on a read-only image fails with kReadOnly; a range past the
+  // virtual size with kOutOfRange. Any byte alignment is accepted.
+  // In a differencing image, a write makes the written sectors present in
+  // the child (sector bitmap); discard and write-zeroes make the range read
+  // as zeros there, never exposing the parent's data again.
 
   // Writes `n` bytes at `offset`. A block that was not allocated gets file
   // space at a 1 MiB-aligned offset; the parts of it not written read as

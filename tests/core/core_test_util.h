@@ -34,8 +34,8 @@ inline std::vector<uint8_t> PatternBytes(size_t n, uint64_t seed) {
 }
 
 // Opens the builder's image read-only; fails the test if it does not open.
-inline std::unique_ptr<Image> OpenBuilt(const ImageBuilder& b) {
-  auto image = Image::Open(b.BuildFile());
+inline std::unique_ptr<Image> OpenBuilt(const ImageBuilder& b, const OpenOptions& options = {}) {
+  auto image = Image::Open(b.BuildFile(), options);
   EXPECT_TRUE(image.ok()) << image.status().message();
   if (!image.ok()) return nullptr;
   return std::move(image).value();

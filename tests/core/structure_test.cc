@@ -184,7 +184,7 @@ TEST(Differencing, InfoExposesTheParentLocator) {
                   .virtual_size = 8 * GiB,
                   .block_size = 2 * MiB,
                   .parent_locator = kLocator});
-  auto image = OpenBuilt(b);
+  auto image = OpenBuilt(b, {.skip_parent = true});
   ASSERT_TRUE(image);
   const ImageInfo& info = image->info();
   EXPECT_EQ(info.type, DiskType::kDifferencing);
@@ -195,13 +195,14 @@ TEST(Differencing, InfoExposesTheParentLocator) {
   EXPECT_FALSE(info.parent->Get("no_such_key").has_value());
 }
 
+// Opened alone (skip_parent), a child describes itself but cannot be read.
 TEST(Differencing, ReadAndMapRefuseNamingTheParent) {
   ImageBuilder b({.type = DiskType::kDifferencing,
                   .virtual_size = 8 * MiB,
                   .block_size = 2 * MiB,
                   .parent_locator = kLocator});
   b.WriteVirtual(0, PatternBytes(4096, 1));  // even a block this file holds is not served alone
-  auto image = OpenBuilt(b);
+  auto image = OpenBuilt(b, {.skip_parent = true});
   ASSERT_TRUE(image);
   std::vector<uint8_t> buf(4096);
   Status st = image->Read(0, buf.data(), buf.size());
@@ -217,12 +218,24 @@ TEST(Differencing, MessageUsesWhicheverPathTheLocatorHas) {
                   .virtual_size = 8 * MiB,
                   .parent_locator = {{"parent_linkage", "{83ed0ec3-24c8-49a6-a959-5e4bf1288bfb}"},
                                      {"absolute_win32_path", "D:\\only\\this.vhdx"}}});
-  auto image = OpenBuilt(b);
+  auto image = OpenBuilt(b, {.skip_parent = true});
   ASSERT_TRUE(image);
   std::vector<uint8_t> buf(512);
   Status st = image->Read(0, buf.data(), buf.size());
   EXPECT_EQ(st.code(), Errc::kUnsupported);
   EXPECT_NE(st.message().find("D:\\only\\this.vhdx"), std::string::npos) << st.message();
+}
+
+// With its chain (the default), a child whose parent is nowhere fails to open
+// and says where it looked.
+TEST(Differencing, MissingParentFailsTheOpenNamingWhereItLooked) {
+  ImageBuilder b({.type = DiskType::kDifferencing,
+                  .virtual_size = 8 * MiB,
+                  .block_size = 2 * MiB,
+                  .parent_locator = kLocator});
+  Status st = OpenStatus(b);
+  EXPECT_EQ(st.code(), Errc::kNotFound);
+  EXPECT_NE(st.message().find("base/parent.vhdx (relative_path)"), std::string::npos) << st.message();
 }
 
 }  // namespace
