@@ -261,6 +261,8 @@ void RegisterBench(CLI::App& app, int& result) {
   sub->add_flag("--stats", stats,
                 "After qemu-img's lines, print the library's write statistics (fsyncs, log "
                 "entries, blocks allocated)");
+  static std::vector<std::string> parent_dirs;
+  AddParentDirOption(sub, parent_dirs);
   sub->add_option("IMAGE", path, "VHDX image")->required();
 
   sub->callback([&result] {
@@ -300,6 +302,7 @@ void RegisterBench(CLI::App& app, int& result) {
     OpenOptions options;
     options.read_only = !write;
     options.direct_io = cache == "none";
+    options.parent_dirs = parent_dirs;
     auto opened = Image::Open(path, options);
     if (!opened.ok()) return fail(opened.status().message());
     std::unique_ptr<Image> image = std::move(opened).value();

@@ -6,12 +6,26 @@
 #include "common.h"
 
 namespace vhdx::cli {
+namespace {
+
+// File offset of the parent locator metadata item (0 if it has none).
+uint64_t ParentLocatorOffset(const ImageInfo& info) {
+  for (const auto& region : info.regions)
+    if (region.name == "metadata")
+      for (const auto& item : info.metadata_items)
+        if (item.name == "parent_locator") return region.file_offset + item.offset;
+  return 0;
+}
+
+}  // namespace
 
 void RegisterCheck(CLI::App& app, int& result) {
   auto* sub = app.add_subcommand(
       "check", "Validate every structure without modifying the image (exit 1 when errors are found)");
   static std::string output, path, repair;
+  static std::vector<std::string> parent_dirs;
   AddOutputOption(sub, output);
+  AddParentDirOption(sub, parent_dirs);
   sub->add_option("-r", repair,
                   "Repair first, as qemu-img: 'all' replays a dirty log into the file (opens it "
                   "read-write), then checks")
@@ -20,7 +34,8 @@ void RegisterCheck(CLI::App& app, int& result) {
   sub->callback([&result] {
     size_t replayed = 0;
     if (repair == "all") {
-      auto image = Image::Open(path, OpenOptions{.read_only = false});
+      // Replaying the file's own log does not need its parent.
+      auto image = Image::Open(path, FileOnlyOpenOptions(/*read_only=*/false));
       if (!image.ok()) {
         result = Fail(path, image.status());
         return;
@@ -32,7 +47,20 @@ void RegisterCheck(CLI::App& app, int& result) {
       result = Fail(path, report.status());
       return;
     }
-    const CheckReport& r = *report;
+    CheckReport& r = *report;
+    // A differencing image is only usable with its chain: when the file
+    // itself is sound, opening the chain (finding each parent, checking its
+    // linkage and sector size) is part of the check, and a failure is one
+    // more error.
+    if (r.errors() == 0) {
+      auto alone = Image::Open(path, FileOnlyOpenOptions());
+      if (alone.ok() && (*alone)->info().type == DiskType::kDifferencing) {
+        auto chain = Image::Open(path, ChainOpenOptions(parent_dirs));
+        if (!chain.ok())
+          r.findings.push_back({CheckFinding::Severity::kError, "parent locator",
+                                ParentLocatorOffset((*alone)->info()), chain.status().message()});
+      }
+    }
     if (output == "json") {
       nlohmann::ordered_json j;
       j["filename"] = path;

@@ -17,13 +17,43 @@ int Fail(const std::string& file, const std::string& message) {
 
 int Fail(const std::string& file, const Status& status) { return Fail(file, status.message()); }
 
-std::unique_ptr<Image> OpenImageOrFail(const std::string& path, int& result) {
-  auto image = Image::Open(path);
+std::unique_ptr<Image> OpenImageOrFail(const std::string& path, int& result, const OpenOptions& options) {
+  auto image = Image::Open(path, options);
   if (!image.ok()) {
     result = Fail(path, image.status());
     return nullptr;
   }
   return std::move(image).value();
+}
+
+void AddParentDirOption(CLI::App* sub, std::vector<std::string>& dirs) {
+  sub->add_option("--parent-dir", dirs,
+                  "Also look for the parents of a differencing image in DIR (by file name, at every "
+                  "level of the chain, before the locator's paths); repeatable")
+      ->type_name("DIR")
+      ->expected(1)
+      ->allow_extra_args(false)  // one DIR per --parent-dir: IMAGE may follow
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+}
+
+OpenOptions ChainOpenOptions(const std::vector<std::string>& parent_dirs, bool read_only) {
+  OpenOptions options;
+  options.read_only = read_only;
+  options.parent_dirs = parent_dirs;
+  return options;
+}
+
+OpenOptions FileOnlyOpenOptions(bool read_only) {
+  OpenOptions options;
+  options.read_only = read_only;
+  options.skip_parent = true;
+  return options;
+}
+
+const Image* ImageAtDepth(const Image& top, int depth) {
+  const Image* image = &top;
+  for (int d = 0; d < depth && image; ++d) image = image->parent();
+  return image;
 }
 
 std::optional<uint64_t> ParseSize(const std::string& text) {

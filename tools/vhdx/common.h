@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "vhdx/image.h"
 #include "vhdx/status.h"
@@ -22,9 +23,26 @@ inline constexpr int kExitUsage = 2;
 int Fail(const std::string& file, const Status& status);
 int Fail(const std::string& file, const std::string& message);
 
-// Opens IMAGE read-only for a subcommand; on failure prints the one-line
-// error, sets `result` to kExitError and returns nullptr.
-std::unique_ptr<Image> OpenImageOrFail(const std::string& path, int& result);
+// Opens IMAGE (read-only unless `options` says otherwise) with its parent
+// chain for a subcommand; on failure prints the one-line error, sets
+// `result` to kExitError and returns nullptr.
+std::unique_ptr<Image> OpenImageOrFail(const std::string& path, int& result, const OpenOptions& options = {});
+
+// Adds `--parent-dir DIR` (repeatable: one DIR each) to a subcommand that
+// opens an image: directories searched by file name for the parents of a
+// differencing image, at every level of the chain (OpenOptions::parent_dirs).
+void AddParentDirOption(CLI::App* sub, std::vector<std::string>& dirs);
+
+// OpenOptions that open an image with its chain, parents also looked for
+// in `parent_dirs`.
+OpenOptions ChainOpenOptions(const std::vector<std::string>& parent_dirs, bool read_only = true);
+// OpenOptions that open the file alone (skip_parent): for its info, or to
+// replay its log, when its parent may be missing.
+OpenOptions FileOnlyOpenOptions(bool read_only = true);
+
+// The image `depth` levels below `top` in its chain (0 = top; walks
+// Image::parent()), or nullptr when the chain is not that deep.
+const Image* ImageAtDepth(const Image& top, int depth);
 
 // "10G", "512K", "1.5M", "4096" -> bytes (K/M/G/T/P/E powers of 1024).
 std::optional<uint64_t> ParseSize(const std::string& text);
@@ -52,6 +70,8 @@ void RegisterConvert(CLI::App& app, int& result);
 void RegisterCreate(CLI::App& app, int& result);
 void RegisterIo(CLI::App& app, int& result);
 void RegisterBench(CLI::App& app, int& result);
+void RegisterCommit(CLI::App& app, int& result);
+void RegisterRebase(CLI::App& app, int& result);
 
 // Adds --output=human|json.
 void AddOutputOption(CLI::App* sub, std::string& output);

@@ -16,7 +16,9 @@ void RegisterConvert(CLI::App& app, int& result) {
   static std::string cache = "unsafe";
   static std::string type = "dynamic", block_size_text = "32M";
   static uint32_t logical = 512, physical = 4096;
+  static std::vector<std::string> parent_dirs;
   sub->add_flag("-p,--progress", progress, "Show a progress bar");
+  AddParentDirOption(sub, parent_dirs);
   sub->add_option("-t", cache,
                   "Cache mode of the output, as qemu-img: 'unsafe' (default) leaves writeback to the "
                   "kernel; 'writeback' flushes the output to disk before exiting")
@@ -81,7 +83,9 @@ void RegisterConvert(CLI::App& app, int& result) {
                           : in_format == "vhdx" ? SourceFormat::kVhdx
                           : to_vhdx             ? SourceFormat::kDetect
                                                 : SourceFormat::kVhdx;
-    auto source = ConvertSource::Open(src, format);
+    // A differencing source is read through its chain: the output is the
+    // flattened disk, standalone.
+    auto source = ConvertSource::Open(src, format, ChainOpenOptions(parent_dirs));
     if (!source.ok()) {
       result = Fail(src, source.status());
       return;

@@ -33,6 +33,15 @@ json HeaderJson(const HeaderInfo& h, int slot, bool current) {
 const char* kStateNames[8] = {"not-present", "undefined", "zero", "unmapped",
                               "reserved-4", "reserved-5", "fully-present", "partially-present"};
 
+// The parent's path as the locator writes it (qemu-img's backing-filename):
+// relative_path, which Hyper-V always writes; else the absolute paths.
+std::optional<std::string> LocatorPath(const ImageInfo& i) {
+  if (!i.parent) return std::nullopt;
+  for (const char* key : {"relative_path", "absolute_win32_path", "volume_path"})
+    if (auto value = i.parent->Get(key)) return value;
+  return std::nullopt;
+}
+
 json InfoJson(const Image& image, const AllocationSummary& alloc, uint64_t actual_size) {
   const ImageInfo& i = image.info();
   json j;
@@ -50,6 +59,11 @@ json InfoJson(const Image& image, const AllocationSummary& alloc, uint64_t actua
   j["dirty-flag"] = i.log.dirty;
   j["virtual-disk-id"] = i.virtual_disk_id.ToString();
   j["file-size"] = i.file_size;
+  if (auto backing = LocatorPath(i)) {
+    j["backing-filename"] = *backing;
+    if (!i.parent_filename.empty()) j["full-backing-filename"] = i.parent_filename;
+    j["backing-filename-format"] = "vhdx";
+  }
   j["log"] = {{"offset", i.log.offset},
               {"length", i.log.length},
               {"active-entries", i.log.active_entries},
@@ -97,6 +111,16 @@ void PrintHuman(const Image& image, const AllocationSummary& alloc, uint64_t act
   fmt::print("sector size: {} logical, {} physical\n", i.logical_sector_size, i.physical_sector_size);
   fmt::print("creator: {}\n", i.creator.empty() ? "(none)" : i.creator);
   fmt::print("virtual disk id: {}\n", i.virtual_disk_id.ToString());
+  if (auto backing = LocatorPath(i)) {
+    // As qemu-img: the path as written, and the one opened when it differs.
+    if (i.parent_filename.empty())
+      fmt::print("backing file: {} (not opened)\n", *backing);
+    else if (i.parent_filename != *backing)
+      fmt::print("backing file: {} (actual path: {})\n", *backing, i.parent_filename);
+    else
+      fmt::print("backing file: {}\n", *backing);
+    fmt::print("backing file format: vhdx\n");
+  }
   if (i.log.dirty)
     fmt::print("log: {} at {:#x}, DIRTY: {} log entr{} ({} updates) replayed in memory, file untouched\n",
                HumanSize(i.log.length), i.log.offset, i.log.active_entries,
@@ -129,32 +153,85 @@ void PrintHuman(const Image& image, const AllocationSummary& alloc, uint64_t act
   }
 }
 
+// What info shows of one image of the chain.
+struct Described {
+  const Image* image;
+  AllocationSummary alloc;
+  uint64_t actual_size = 0;
+};
+
+Result<Described> Describe(const Image& image) {
+  auto alloc = image.CountAllocation();
+  if (!alloc.ok()) return alloc.status();
+  Described d{&image, *alloc};
+  auto file = OpenPosixFile(image.info().filename, false);
+  if (file.ok()) {
+    auto allocated = (*file)->AllocatedSize();
+    if (allocated.ok()) d.actual_size = *allocated;
+  }
+  return d;
+}
+
 }  // namespace
 
 void RegisterInfo(CLI::App& app, int& result) {
-  auto* sub = app.add_subcommand("info", "Show what an image is: geometry, headers, log, allocation");
+  auto* sub = app.add_subcommand("info", "Show what an image is: geometry, headers, log, allocation, parent");
   static std::string output, path;
+  static std::vector<std::string> parent_dirs;
+  static bool backing_chain = false;
   AddOutputOption(sub, output);
+  AddParentDirOption(sub, parent_dirs);
+  sub->add_flag("--backing-chain", backing_chain,
+                "Show every image of a differencing chain, top to bottom (JSON: an array)");
   sub->add_option("IMAGE", path, "VHDX image")->required();
   sub->callback([&result] {
-    auto image = OpenImageOrFail(path, result);
-    if (!image) return;
-    auto alloc = image->CountAllocation();
-    if (!alloc.ok()) {
-      result = Fail(path, alloc.status());
-      return;
+    OpenOptions options = ChainOpenOptions(parent_dirs);
+    auto opened = Image::Open(path, options);
+    std::unique_ptr<Image> image;
+    bool chain_incomplete = false;
+    if (opened.ok()) {
+      image = std::move(opened).value();
+    } else {
+      // info is for looking at broken things too: a child whose parent
+      // cannot be opened is still shown, alone, with a warning.
+      options.skip_parent = true;
+      auto alone = Image::Open(path, options);
+      if (!alone.ok() || (*alone)->info().type != DiskType::kDifferencing) {
+        result = Fail(path, opened.status());
+        return;
+      }
+      // With --backing-chain the listing is incomplete: an error (exit 1).
+      Fail(path, (backing_chain ? "chain incomplete, showing this image alone: "
+                                : "warning: parent not opened, showing this image alone: ") +
+                     opened.status().message());
+      image = std::move(alone).value();
+      chain_incomplete = true;
     }
-    auto file = OpenPosixFile(path, false);
-    uint64_t actual = 0;
-    if (file.ok()) {
-      auto a = (*file)->AllocatedSize();
-      if (a.ok()) actual = *a;
+    std::vector<Described> shown;
+    for (const Image* level = image.get(); level; level = backing_chain ? level->parent() : nullptr) {
+      auto described = Describe(*level);
+      if (!described.ok()) {
+        result = Fail(level->info().filename, described.status());
+        return;
+      }
+      shown.push_back(*described);
     }
-    if (output == "json")
-      fmt::print("{}\n", InfoJson(*image, *alloc, actual).dump(4));
-    else
-      PrintHuman(*image, *alloc, actual);
-    result = kExitOk;
+    if (output == "json") {
+      if (backing_chain) {
+        json all = json::array();
+        for (const Described& d : shown) all.push_back(InfoJson(*d.image, d.alloc, d.actual_size));
+        fmt::print("{}\n", all.dump(4));
+      } else {
+        fmt::print("{}\n", InfoJson(*image, shown[0].alloc, shown[0].actual_size).dump(4));
+      }
+    } else {
+      for (size_t k = 0; k < shown.size(); ++k) {
+        if (k > 0) fmt::print("\n");
+        PrintHuman(*shown[k].image, shown[k].alloc, shown[k].actual_size);
+      }
+    }
+    // The chain that was asked for could not be listed whole.
+    result = backing_chain && chain_incomplete ? kExitError : kExitOk;
   });
 }
 

@@ -626,8 +626,10 @@ void RegisterIo(CLI::App& app, int& result) {
       "io", "Run qemu-io style commands (read, write, discard, flush) on an image");
   static std::string path;
   static std::vector<std::string> commands;
+  static std::vector<std::string> parent_dirs;
   static bool read_only = false;
   sub->add_flag("-r,--read-only", read_only, "Open the image read-only (writes then fail)");
+  AddParentDirOption(sub, parent_dirs);
   sub->add_option("-c,--cmd", commands,
                   "A qemu-io command, e.g. 'write -P 0xab 0 4k'; repeat -c for more, run in order")
       ->required()
@@ -645,7 +647,9 @@ void RegisterIo(CLI::App& app, int& result) {
       "Exit status: 0 when every command succeeded, 1 when any failed or the image could not be\n"
       "opened or closed, 2 for a usage error of vhdx io itself.\n");
   sub->callback([&result] {
-    auto image = Image::Open(path, OpenOptions{.read_only = read_only});
+    // A differencing image is opened with its chain; writes go into it
+    // only, its parents are opened read-only.
+    auto image = Image::Open(path, ChainOpenOptions(parent_dirs, read_only));
     if (!image.ok()) {
       result = Fail(path, image.status());
       return;

@@ -7,7 +7,7 @@
 
 int main(int argc, char** argv) {
   using namespace vhdx::cli;
-  CLI::App app{"vhdx: create, inspect, check, convert, write and benchmark Microsoft VHDX virtual disks", "vhdx"};
+  CLI::App app{"vhdx: create, inspect, check, convert, write, benchmark, commit and rebase Microsoft VHDX virtual disks", "vhdx"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("vhdx ") + vhdx::Version());
   int result = kExitOk;
@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
   RegisterCreate(app, result);
   RegisterIo(app, result);
   RegisterBench(app, result);
+  RegisterCommit(app, result);
+  RegisterRebase(app, result);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -8,10 +8,14 @@ namespace vhdx::cli {
 void RegisterMap(CLI::App& app, int& result) {
   auto* sub = app.add_subcommand("map", "Show which ranges of the disk hold data, zeros or nothing");
   static std::string output, path;
+  static std::vector<std::string> parent_dirs;
   AddOutputOption(sub, output);
+  AddParentDirOption(sub, parent_dirs);
   sub->add_option("IMAGE", path, "VHDX image")->required();
   sub->callback([&result] {
-    auto image = OpenImageOrFail(path, result);
+    // A differencing image's map is the chain's: each range tells the
+    // depth of the image that defines it.
+    auto image = OpenImageOrFail(path, result, ChainOpenOptions(parent_dirs));
     if (!image) return;
     const Image& img = *image;
     bool json = output == "json";
@@ -26,7 +30,10 @@ void RegisterMap(CLI::App& app, int& result) {
         if (x.offset) out += fmt::format(", \"offset\": {}", *x.offset);
         out += "}";
       } else if (x.data) {
-        out += fmt::format("{:<#16x}{:<#16x}{:<#16x}{}\n", x.start, x.length, *x.offset, img.info().filename);
+        // qemu-img map: the File column names the image the data is in.
+        const Image* owner = ImageAtDepth(img, x.depth);
+        out += fmt::format("{:<#16x}{:<#16x}{:<#16x}{}\n", x.start, x.length, *x.offset,
+                           owner ? owner->info().filename : img.info().filename);
       }
       first = false;
       if (out.size() > (1 << 20)) {
