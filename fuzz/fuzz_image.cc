@@ -10,6 +10,9 @@
 // Then the write path runs on a writable copy (small block sizes only, to
 // bound memory): writes, a discard, a flush and a close; if all succeed, a
 // read-only reopen must open and read back exactly what was written.
+// A differencing input gets a small in-memory parent with data (linkage
+// not checked), so reads and writes through the chain and the sector
+// bitmaps are fuzzed too; its locator paths are never looked up.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -17,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "vhdx/create.h"
 #include "vhdx/file.h"
 #include "vhdx/image.h"
 
@@ -52,6 +56,45 @@ void ReadRange(const vhdx::Image& image, uint64_t offset, uint64_t length, bool 
   }
 }
 
+// A parent for differencing inputs: 8 MiB, 1 MiB blocks, every byte set.
+std::shared_ptr<const vhdx::Image> Parent(uint32_t logical_sector_size) {
+  auto file = vhdx::NewMemoryFile("parent.vhdx", {}, true);
+  vhdx::CreateOptions o;
+  o.virtual_size = 8 << 20;
+  o.block_size = 1 << 20;
+  o.logical_sector_size = logical_sector_size;
+  vhdx::Status st = vhdx::CreateImage(*file, o);
+  if (!st.ok()) Fail("CreateImage (parent)", st.message());
+  auto image = vhdx::Image::Open(std::move(file), {.read_only = false});
+  if (!image.ok()) Fail("Open (parent)", image.status().message());
+  std::vector<uint8_t> bytes(o.virtual_size);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i / 512 + 1);
+  if (!(st = (*image)->Write(0, bytes.data(), bytes.size())).ok()) Fail("Write (parent)", st.message());
+  if (!(st = (*image)->Close()).ok()) Fail("Close (parent)", st.message());
+  return std::shared_ptr<const vhdx::Image>(std::move(image).value());
+}
+
+// Opens `bytes` as an image; a differencing one gets the parent of its
+// sector size. `file` is set to the File the image owns.
+vhdx::Result<std::unique_ptr<vhdx::Image>> OpenFuzzed(std::vector<uint8_t> bytes, bool writable,
+                                                      const vhdx::File** file = nullptr) {
+  static const std::shared_ptr<const vhdx::Image> parents[2] = {Parent(512), Parent(4096)};
+  vhdx::OpenOptions options;
+  options.read_only = !writable;
+  options.ignore_parent_linkage = true;
+  options.parent = parents[0];
+  auto f = vhdx::NewMemoryFile("fuzz.vhdx", bytes, writable);
+  if (file) *file = f.get();
+  auto opened = vhdx::Image::Open(std::move(f), options);
+  if (!opened.ok() && opened.status().message().find("4096-byte logical sectors") != std::string::npos) {
+    options.parent = parents[1];
+    f = vhdx::NewMemoryFile("fuzz.vhdx", std::move(bytes), writable);
+    if (file) *file = f.get();
+    opened = vhdx::Image::Open(std::move(f), options);
+  }
+  return opened;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -62,7 +105,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const auto& finding : report->findings)
     if (finding.message.find('\n') != std::string::npos) Fail("Check finding", finding.message);
 
-  auto opened = vhdx::Image::Open(std::move(file));
+  auto opened = OpenFuzzed(std::vector<uint8_t>(data, data + size), false);
   ExpectOneLine("Open", opened.status());
   if (!opened.ok()) return 0;
   const vhdx::Image& image = **opened;
@@ -104,10 +147,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (past.ok()) Fail("Read", "a read past the virtual size succeeded");
   ExpectOneLine("Read past the end", past);
 
-  if (info.block_size > (8u << 20) || info.type == vhdx::DiskType::kDifferencing) return 0;
-  auto writable = vhdx::NewMemoryFile("fuzz.vhdx", std::vector<uint8_t>(data, data + size), true);
-  vhdx::File* raw = writable.get();
-  auto rw = vhdx::Image::Open(std::move(writable), {.read_only = false});
+  if (info.block_size > (8u << 20)) return 0;
+  const vhdx::File* raw = nullptr;
+  auto rw = OpenFuzzed(std::vector<uint8_t>(data, data + size), true, &raw);
   ExpectOneLine("Open read-write", rw.status());
   if (!rw.ok()) return 0;
   std::vector<uint8_t> pattern(4096);
@@ -123,13 +165,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (st.ok()) ExpectOneLine("Flush", st = (*rw)->Flush());
   if (st.ok()) ExpectOneLine("Close", st = (*rw)->Close());
   if (!st.ok()) return 0;
-  // The rw image still owns `raw`; reopen a copy of its bytes.
+  // The rw image still owns its file; reopen a copy of its bytes.
   auto size_now = raw->Size();
   if (!size_now.ok()) Fail("Size", size_now.status().message());
   std::vector<uint8_t> bytes(*size_now);
   auto got = raw->ReadAt(0, bytes.data(), bytes.size());
   if (!got.ok() || *got != bytes.size()) Fail("ReadAt", "cannot read back the written file");
-  auto reopened = vhdx::Image::Open(vhdx::NewMemoryFile("fuzz.vhdx", std::move(bytes), false));
+  auto reopened = OpenFuzzed(std::move(bytes), false);
   if (!reopened.ok()) Fail("Reopen after a successful close", reopened.status().message());
   std::vector<uint8_t> back(n);
   st = (*reopened)->Read(at, back.data(), n);
