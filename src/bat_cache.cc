@@ -33,11 +33,11 @@ void BatCache::Insert(Shard& shard, uint64_t page_no, std::shared_ptr<Page> page
   shard.pages.emplace(page_no, std::move(page));
 }
 
-Result<std::shared_ptr<BatCache::Page>> BatCache::Find(Shard& shard, uint64_t page_no,
+Result<BatCache::Page*> BatCache::Find(Shard& shard, uint64_t page_no,
                                                        std::unique_lock<std::mutex>& lock) const {
   for (;;) {
     auto it = shard.pages.find(page_no);
-    if (it != shard.pages.end()) return it->second;
+    if (it != shard.pages.end()) return it->second.get();
     // Load outside the lock; two threads may load the same page, harmlessly.
     const uint64_t epoch = shard.epoch;
     lock.unlock();
@@ -45,16 +45,17 @@ Result<std::shared_ptr<BatCache::Page>> BatCache::Find(Shard& shard, uint64_t pa
     lock.lock();
     if (!loaded.ok()) return loaded.status();
     it = shard.pages.find(page_no);
-    if (it != shard.pages.end()) return it->second;
+    if (it != shard.pages.end()) return it->second.get();
     if (shard.epoch == epoch) {
-      Insert(shard, page_no, *loaded);
-      return std::move(loaded).value();
+      Page* page = loaded->get();
+      Insert(shard, page_no, std::move(loaded).value());
+      return page;
     }
     // The shard changed while the page was read: read it again.
   }
 }
 
-Result<std::shared_ptr<BatCache::Page>> BatCache::PageOf(uint64_t index,
+Result<BatCache::Page*> BatCache::PageOf(uint64_t index,
                                                          std::unique_lock<std::mutex>& lock) const {
   if (index >= total_entries_)
     return Status(Errc::kCorrupt, fmt::format("BAT index {} out of range ({} entries)", index,
@@ -66,13 +67,13 @@ Result<std::shared_ptr<BatCache::Page>> BatCache::PageOf(uint64_t index,
 
 Result<uint64_t> BatCache::Get(uint64_t index) const {
   std::unique_lock<std::mutex> lock;
-  VHDX_ASSIGN_OR_RETURN(std::shared_ptr<Page> page, PageOf(index, lock));
+  VHDX_ASSIGN_OR_RETURN(Page * page, PageOf(index, lock));
   return (*page)[index % kEntriesPerPage];
 }
 
 Status BatCache::Set(uint64_t index, uint64_t raw) {
   std::unique_lock<std::mutex> lock;
-  VHDX_ASSIGN_OR_RETURN(std::shared_ptr<Page> page, PageOf(index, lock));
+  VHDX_ASSIGN_OR_RETURN(Page * page, PageOf(index, lock));
   const uint64_t page_no = index / kEntriesPerPage;
   Shard& shard = shards_[page_no % kShards];
   (*page)[index % kEntriesPerPage] = raw;

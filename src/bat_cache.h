@@ -72,10 +72,11 @@ class BatCache {
 
   Result<std::shared_ptr<Page>> LoadPage(uint64_t page_no) const;
   // The cached page, loading it if needed (shard.mu held on return).
-  Result<std::shared_ptr<Page>> Find(Shard& shard, uint64_t page_no,
+  // The returned page stays valid while `lock` is held.
+  Result<Page*> Find(Shard& shard, uint64_t page_no,
                                      std::unique_lock<std::mutex>& lock) const;
   // The page holding entry `index`, with its shard's mutex held in `lock`.
-  Result<std::shared_ptr<Page>> PageOf(uint64_t index, std::unique_lock<std::mutex>& lock) const;
+  Result<Page*> PageOf(uint64_t index, std::unique_lock<std::mutex>& lock) const;
   // Inserts a loaded page. Evicts clean pages when the shard is full.
   void Insert(Shard& shard, uint64_t page_no, std::shared_ptr<Page> page) const;
 

@@ -191,7 +191,10 @@ Result<std::unique_ptr<Image>> ImageImpl::Open(std::unique_ptr<File> file, bool 
   info.payload_blocks = g.payload_blocks;
   info.chunk_ratio = static_cast<uint32_t>(g.chunk_ratio);
   img->bat_ = std::make_unique<BatCache>(view, bat_region.file_offset, g.total_entries);
-  if (g.has_parent) img->bitmaps_ = std::make_unique<SectorBitmapCache>(view);
+  if (g.has_parent) {
+    img->bitmaps_ = std::make_unique<SectorBitmapCache>(view);
+    if (read_only) img->known_bitmaps_ = std::make_unique<std::atomic<uint64_t>[]>(g.bitmap_blocks);
+  }
   img->headers_ = std::move(headers);
   return std::unique_ptr<Image>(std::move(img));
 }
@@ -337,6 +340,9 @@ Status ImageImpl::ReadParent(uint64_t offset, uint8_t* out, size_t n) const {
 
 Result<uint64_t> ImageImpl::BitmapOf(uint64_t b) const {
   const uint64_t chunk = b / geo_.chunk_ratio;
+  if (known_bitmaps_) {
+    if (uint64_t known = known_bitmaps_[chunk].load(std::memory_order_relaxed)) return known;
+  }
   const uint64_t index = geo_.BitmapIndex(chunk);
   VHDX_ASSIGN_OR_RETURN(uint64_t raw, bat_->Get(index));
   BatEntry sb = BatEntry::Decode(raw);
@@ -347,6 +353,7 @@ Result<uint64_t> ImageImpl::BitmapOf(uint64_t b) const {
                                               index, chunk, sb.state, b));
   VHDX_RETURN_IF_ERROR(CheckAllocatedEntry(index, sb, MiB, file_size_, reserved_,
                                            EntryLabel{.kind = "sector bitmap of chunk", .block = chunk}));
+  if (known_bitmaps_) known_bitmaps_[chunk].store(sb.file_offset, std::memory_order_relaxed);
   return sb.file_offset;
 }
 

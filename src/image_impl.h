@@ -124,6 +124,9 @@ class ImageImpl final : public Image {
   std::vector<Reserved> reserved_;
   std::unique_ptr<BatCache> bat_;
   std::unique_ptr<SectorBitmapCache> bitmaps_;  // differencing images
+  // Read-only differencing images: each chunk's checked bitmap offset once
+  // known (0: not yet). Their BAT never changes.
+  mutable std::unique_ptr<std::atomic<uint64_t>[]> known_bitmaps_;
   std::shared_ptr<const Image> parent_;
   std::optional<format::ParentLocator> locator_;
   uint64_t meta_region_offset_ = 0, meta_region_length_ = 0;

@@ -10,13 +10,13 @@ namespace vhdx {
 SectorBitmapCache::SectorBitmapCache(const File& file, size_t max_pages)
     : file_(file), max_pages_per_shard_(std::max<size_t>(4, max_pages / kShards)) {}
 
-Result<std::shared_ptr<SectorBitmapCache::Page>> SectorBitmapCache::Find(
+Result<SectorBitmapCache::Page*> SectorBitmapCache::Find(
     uint64_t page_offset, std::unique_lock<std::mutex>& lock) const {
   Shard& shard = ShardOf(page_offset);
   lock = std::unique_lock(shard.mu);
   for (;;) {
     auto it = shard.pages.find(page_offset);
-    if (it != shard.pages.end()) return it->second;
+    if (it != shard.pages.end()) return it->second.get();
     const uint64_t epoch = shard.epoch;
     lock.unlock();
     auto page = std::make_shared<Page>();
@@ -35,8 +35,9 @@ Result<std::shared_ptr<SectorBitmapCache::Page>> SectorBitmapCache::Find(
         if (shard.pages.size() < max_pages_per_shard_ / 2) break;
       }
     }
-    shard.pages.emplace(page_offset, page);
-    return page;
+    Page* raw = page.get();
+    shard.pages.emplace(page_offset, std::move(page));
+    return raw;
   }
 }
 
@@ -47,7 +48,7 @@ Status SectorBitmapCache::CopyBytes(uint64_t block_offset, uint64_t first_byte, 
     const size_t in_page = first_byte % kPageBytes;
     const size_t k = std::min<size_t>(n, kPageBytes - in_page);
     std::unique_lock<std::mutex> lock;
-    VHDX_ASSIGN_OR_RETURN(std::shared_ptr<Page> page, Find(page_offset, lock));
+    VHDX_ASSIGN_OR_RETURN(Page * page, Find(page_offset, lock));
     std::memcpy(out, page->data() + in_page, k);
     lock.unlock();
     out += k;
@@ -86,7 +87,7 @@ Status SectorBitmapCache::Change(uint64_t block_offset, uint64_t first_bit, uint
     uint64_t i = first_bit % kBitsPerPage;
     const uint64_t k = std::min(nbits, kBitsPerPage - i);
     std::unique_lock<std::mutex> lock;
-    VHDX_ASSIGN_OR_RETURN(std::shared_ptr<Page> page, Find(page_offset, lock));
+    VHDX_ASSIGN_OR_RETURN(Page * page, Find(page_offset, lock));
     Shard& shard = ShardOf(page_offset);
     uint8_t* b = page->data();
     const uint64_t end = i + k;

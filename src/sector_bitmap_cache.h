@@ -99,8 +99,9 @@ class SectorBitmapCache {
   };
   static constexpr size_t kShards = 16;
   Shard& ShardOf(uint64_t page_offset) const { return shards_[(page_offset / kPageBytes) % kShards]; }
-  // The page at `page_offset`, loaded if needed; shard mutex held on return.
-  Result<std::shared_ptr<Page>> Find(uint64_t page_offset, std::unique_lock<std::mutex>& lock) const;
+  // The page at `page_offset`, loaded if needed; shard mutex held on return
+  // (the page is valid while it is held).
+  Result<Page*> Find(uint64_t page_offset, std::unique_lock<std::mutex>& lock) const;
   Status Change(uint64_t block_offset, uint64_t first_bit, uint64_t nbits, bool value);
 
   const File& file_;
