@@ -20,33 +20,27 @@ Result<BlockAllocator::Extent> BlockAllocator::Allocate() {
     free_.pop_back();
     return e;
   }
-  const uint64_t offset = end_;
-  if (offset + block_size_ > format::kMaxFileOffset)
-    return Status(Errc::kNoSpace, fmt::format("no room for a block of {} bytes at offset {:#x}: "
-                                              "beyond the largest VHDX file",
-                                              block_size_, offset));
-  // Extending the file makes the new range read as zeros (a hole), and puts
-  // it inside the file so the BAT entry pointing at it is valid.
-  VHDX_ASSIGN_OR_RETURN(uint64_t size, file_.Size());
-  if (size < offset + block_size_)
-    VHDX_RETURN_IF_ERROR(file_.Truncate(offset + block_size_));
-  // Bytes of the file past `end_` (left by another writer) are not known
-  // to be zero.
-  const bool zeroed = size <= offset;
-  end_ = offset + block_size_;
-  return Extent{offset, zeroed};
+  return AppendLocked(block_size_);
 }
 
 Result<BlockAllocator::Extent> BlockAllocator::AllocateTail(uint64_t bytes) {
   std::lock_guard lock(mu_);
+  return AppendLocked(bytes);
+}
+
+Result<BlockAllocator::Extent> BlockAllocator::AppendLocked(uint64_t bytes) {
   const uint64_t offset = end_;
   if (offset + bytes > format::kMaxFileOffset)
     return Status(Errc::kNoSpace, fmt::format("no room for {} bytes at offset {:#x}: beyond the "
                                               "largest VHDX file",
                                               bytes, offset));
+  // Extending the file makes the new range read as zeros (a hole), and puts
+  // it inside the file so the BAT entry pointing at it is valid.
   VHDX_ASSIGN_OR_RETURN(uint64_t size, file_.Size());
   if (size < offset + bytes) VHDX_RETURN_IF_ERROR(file_.Truncate(offset + bytes));
   end_ = offset + bytes;
+  // Bytes of the file past `end_` (left by another writer) are not known
+  // to be zero.
   return Extent{offset, size <= offset};
 }
 

@@ -47,6 +47,9 @@ class BlockAllocator {
   uint64_t end() const;
 
  private:
+  // `bytes` at the end of the allocated area (mu_ held).
+  Result<Extent> AppendLocked(uint64_t bytes);
+
   File& file_;
   const uint64_t block_size_;
   mutable std::mutex mu_;

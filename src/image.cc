@@ -362,22 +362,12 @@ Status ImageImpl::ReadPartial(uint64_t b, const BatEntry& e, uint64_t in_block, 
   VHDX_ASSIGN_OR_RETURN(uint64_t sb, BitmapOf(b));
   const uint64_t ss = geo_.logical_sector_size;
   const uint64_t s0 = in_block / ss, s1 = (in_block + n - 1) / ss;
-  // The bits of the sectors touched, copied out of the cache (a 4 KiB read
-  // needs a byte or two), then one read per run of equal bits.
-  const uint64_t first_bit = FirstBit(b) + s0, nbits = s1 - s0 + 1;
-  const size_t nbytes = static_cast<size_t>((first_bit + nbits + 7) / 8 - first_bit / 8);
-  uint8_t small[512];
-  std::vector<uint8_t> large;
-  uint8_t* bits = small;
-  if (nbytes > sizeof small) {
-    large.resize(nbytes);
-    bits = large.data();
-  }
-  VHDX_RETURN_IF_ERROR(bitmaps_->CopyBytes(sb, first_bit / 8, nbytes, bits));
+  // One read per run of equal bits of the sectors touched.
   const uint64_t end = in_block + n;
   uint64_t sector = s0;
   Status st;
-  ForEachBitRun(bits, first_bit % 8, nbits, [&](bool present, uint64_t count) {
+  VHDX_RETURN_IF_ERROR(bitmaps_->ForEachRun(sb, FirstBit(b) + s0, s1 - s0 + 1, [&](bool present,
+                                                                                 uint64_t count) {
     const uint64_t a = std::max(in_block, sector * ss);
     const uint64_t z = std::min(end, (sector + count) * ss);
     sector += count;
@@ -385,7 +375,7 @@ Status ImageImpl::ReadPartial(uint64_t b, const BatEntry& e, uint64_t in_block, 
     uint8_t* dst = out + (a - in_block);
     st = present ? ReadExact(*view_, e.file_offset + a, dst, z - a, "payload block")
                  : ReadParent(b * geo_.block_size + a, dst, z - a);
-  });
+  }));
   return st;
 }
 

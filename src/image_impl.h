@@ -112,6 +112,8 @@ class ImageImpl final : public Image {
   Status Failure() const;
   Status FlushFile();
   uint64_t UsedBytes(uint64_t block) const;
+  // Raises file_size_ (the view's size, which reads check) to `end`.
+  void GrowFileSize(uint64_t end);
 
   std::unique_ptr<File> physical_;
   std::unique_ptr<ReplayOverlayFile> overlay_;

@@ -110,6 +110,12 @@ Status ImageImpl::FlushFile() {
   return physical_->Flush();
 }
 
+void ImageImpl::GrowFileSize(uint64_t end) {
+  uint64_t seen = file_size_.load();
+  while (seen < end && !file_size_.compare_exchange_weak(seen, end)) {
+  }
+}
+
 uint64_t ImageImpl::UsedBytes(uint64_t block) const {
   return std::min<uint64_t>(geo_.block_size, geo_.virtual_size - block * geo_.block_size);
 }
@@ -248,10 +254,7 @@ Status ImageImpl::AllocateFull(uint64_t b, const BatEntry& e, uint64_t in_block,
                                size_t n) {
   BlockAllocator* alloc = allocator_ready_.load(std::memory_order_acquire);
   VHDX_ASSIGN_OR_RETURN(BlockAllocator::Extent x, alloc->Allocate());
-  uint64_t seen = file_size_.load();
-  while (seen < x.offset + geo_.block_size &&
-         !file_size_.compare_exchange_weak(seen, x.offset + geo_.block_size)) {
-  }
+  GrowFileSize(x.offset + geo_.block_size);
   // The rest of the block must read as zeros (never stale host data).
   Status s = Status::Ok();
   if (!x.zeroed) {
@@ -308,9 +311,7 @@ Result<uint64_t> ImageImpl::EnsureBitmap(uint64_t b) {
                                               "not a sector bitmap state",
                                               index, chunk, sb.state));
   VHDX_ASSIGN_OR_RETURN(BlockAllocator::Extent x, allocator_->AllocateTail(MiB));
-  uint64_t seen = file_size_.load();
-  while (seen < x.offset + MiB && !file_size_.compare_exchange_weak(seen, x.offset + MiB)) {
-  }
+  GrowFileSize(x.offset + MiB);
   if (!x.zeroed) VHDX_RETURN_IF_ERROR(Fail(WriteZeros(*physical_, x.offset, MiB)));
   VHDX_RETURN_IF_ERROR(bat_->Set(index, BatEntry{kSectorBitmapPresent, x.offset}.Encode()));
   // Durable before any payload entry of the chunk says PARTIALLY_PRESENT.
@@ -353,10 +354,7 @@ Status ImageImpl::WriteInChildBlock(uint64_t b, uint64_t in_block, const uint8_t
     VHDX_ASSIGN_OR_RETURN(sb, EnsureBitmap(b));
     VHDX_ASSIGN_OR_RETURN(fresh, allocator_->Allocate());
     block_offset = fresh.offset;
-    uint64_t seen = file_size_.load();
-    while (seen < fresh.offset + geo_.block_size &&
-           !file_size_.compare_exchange_weak(seen, fresh.offset + geo_.block_size)) {
-    }
+    GrowFileSize(fresh.offset + geo_.block_size);
   }
   const uint64_t s0 = in_block / ss, s1 = (in_block + n - 1) / ss;
   const bool partial = e.state == kPayloadPartiallyPresent;

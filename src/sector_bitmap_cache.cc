@@ -60,19 +60,7 @@ Status SectorBitmapCache::CopyBytes(uint64_t block_offset, uint64_t first_byte, 
 
 Status SectorBitmapCache::Runs(uint64_t block_offset, uint64_t first_bit, uint64_t nbits,
                                const std::function<void(bool, uint64_t)>& run) const {
-  if (nbits == 0) return Status::Ok();
-  const uint64_t first_byte = first_bit / 8;
-  const size_t n = static_cast<size_t>((first_bit + nbits + 7) / 8 - first_byte);
-  uint8_t small[512];
-  std::vector<uint8_t> large;
-  uint8_t* bytes = small;
-  if (n > sizeof small) {
-    large.resize(n);
-    bytes = large.data();
-  }
-  VHDX_RETURN_IF_ERROR(CopyBytes(block_offset, first_byte, n, bytes));
-  ForEachBitRun(bytes, first_bit % 8, nbits, [&](bool v, uint64_t c) { run(v, c); });
-  return Status::Ok();
+  return ForEachRun(block_offset, first_bit, nbits, run);
 }
 
 Result<bool> SectorBitmapCache::AllSet(uint64_t block_offset, uint64_t first_bit, uint64_t nbits) const {

@@ -71,6 +71,24 @@ class SectorBitmapCache {
   // Copies bytes [first_byte, first_byte + n) of the bitmap block at
   // `block_offset` into `out` (one lock per 4 KiB page, no callbacks).
   Status CopyBytes(uint64_t block_offset, uint64_t first_byte, size_t n, uint8_t* out) const;
+  // Calls f(present, count) for the runs of bits [first_bit, first_bit +
+  // nbits): the bits are copied out first (no lock held while f runs).
+  template <typename F>
+  Status ForEachRun(uint64_t block_offset, uint64_t first_bit, uint64_t nbits, F&& f) const {
+    if (nbits == 0) return Status::Ok();
+    const uint64_t first_byte = first_bit / 8;
+    const size_t n = static_cast<size_t>((first_bit + nbits + 7) / 8 - first_byte);
+    uint8_t small[512];  // a 4 KiB read needs a byte or two; a 32 MiB block 8 KiB
+    std::vector<uint8_t> large;
+    uint8_t* bytes = small;
+    if (n > sizeof small) {
+      large.resize(n);
+      bytes = large.data();
+    }
+    VHDX_RETURN_IF_ERROR(CopyBytes(block_offset, first_byte, n, bytes));
+    ForEachBitRun(bytes, first_bit % 8, nbits, f);
+    return Status::Ok();
+  }
   // True when every bit of the range is set.
   Result<bool> AllSet(uint64_t block_offset, uint64_t first_bit, uint64_t nbits) const;
   // Sets the bits of the range in memory and marks their pages dirty.
