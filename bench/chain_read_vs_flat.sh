@@ -155,7 +155,8 @@ if command -v vhdimount >/dev/null && [ -w /dev/fuse ]; then
   # child's folder; it exposes the base as vhdi1 and the image named on the
   # command line (here the third level) as vhdi3.
   if vhdimount "$work/top.avhdx" "$mnt" >/dev/null 2>&1 && [ -e "$mnt/vhdi3" ]; then
-    trap 'fusermount -u "$mnt" 2>/dev/null || umount "$mnt" 2>/dev/null; rm -rf "$work"' EXIT
+    # The mount may be gone already (unmounted below): never fail the exit on it.
+    trap 'fusermount -u "$mnt" 2>/dev/null || umount "$mnt" 2>/dev/null || true; rm -rf "$work"' EXIT
     fuse_sha=$(sha256sum <"$mnt/vhdi3" | cut -d' ' -f1)
     [ "$fuse_sha" = "$chain_sha" ] || die "vhdimount reads the chain differently ($fuse_sha)"
     echo "  vhdimount reads the same sha256"
