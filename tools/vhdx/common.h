@@ -72,6 +72,8 @@ void RegisterIo(CLI::App& app, int& result);
 void RegisterBench(CLI::App& app, int& result);
 void RegisterCommit(CLI::App& app, int& result);
 void RegisterRebase(CLI::App& app, int& result);
+// Registers both `mount` and `unmount`.
+void RegisterMount(CLI::App& app, int& result);
 
 // Adds --output=human|json.
 void AddOutputOption(CLI::App* sub, std::string& output);

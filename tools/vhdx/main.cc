@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   RegisterBench(app, result);
   RegisterCommit(app, result);
   RegisterRebase(app, result);
+  RegisterMount(app, result);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

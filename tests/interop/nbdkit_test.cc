@@ -1,0 +1,388 @@
+// The nbdkit plugin (tools/nbdkit) served by the real nbdkit and read and
+// written by the NBD peers: nbdinfo (size, flags, block status), nbdcopy
+// (the whole disk) and qemu-io (writes, discards, zeroes). Every nbdkit here
+// is captive (`--run`): it serves a Unix socket for one command and exits,
+// closing the image.
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "support/test_util.h"
+
+namespace vhdx::test {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+constexpr uint64_t kMiB = 1 << 20;
+constexpr uint64_t kDiskSize = 64 * kMiB;
+
+// Shell-quotes `s` (nests: a quoted command can be quoted again).
+std::string Q(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+// build/bin/vhdx -> build/lib/nbdkit-vhdx-plugin.so
+std::string PluginPath() {
+  return (fs::path(CliPath()).parent_path().parent_path() / "lib" / "nbdkit-vhdx-plugin.so").string();
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
+// Runs nbdkit serving the plugin with `params` for one `client` command, in
+// which $uri names the export. In a sanitizer build the plugin needs the
+// ASan runtime loaded first in (uninstrumented) nbdkit; the clients run
+// without it.
+CommandResult Serve(const std::string& params, const std::string& client,
+                    const std::string& nbdkit_flags = "") {
+  std::string prefix;
+  std::string client_prefix;
+  if (kSanitized) {
+    prefix = "LD_PRELOAD=\"$(gcc -print-file-name=libasan.so)\" ASAN_OPTIONS=detect_leaks=0 ";
+    client_prefix = "unset LD_PRELOAD ASAN_OPTIONS; ";
+  }
+  // A hung server must fail the test, never stall the suite.
+  return Run(prefix + "timeout -k 5 120 nbdkit " + nbdkit_flags + " -U - " + Q(PluginPath()) + " " + params +
+             " --run " + Q(client_prefix + client));
+}
+
+CommandResult Vhdx(const std::string& args) { return Run(CliPath() + " " + args); }
+// stdout only, for output that is parsed.
+CommandResult VhdxStdout(const std::string& args) {
+  return Run("{ " + CliPath() + " " + args + " 2>/dev/null; }");
+}
+
+json ParseJson(const std::string& text) {
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    ADD_FAILURE() << "not JSON:\n" << text;
+    return json();
+  }
+  return j;
+}
+
+// SHA-256 of a file, with its holes fed as zeros without reading them (a
+// sparse copy of a 10 GiB disk is mostly holes).
+std::string SparseSha256(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY);
+  if (fd < 0) return "cannot open " + path;
+  const off_t size = lseek(fd, 0, SEEK_END);
+  Sha256Stream sha;
+  std::vector<uint8_t> buf(4 * kMiB);
+  const std::vector<uint8_t> zeros(4 * kMiB, 0);
+  off_t pos = 0;
+  while (pos < size) {
+    off_t data = lseek(fd, pos, SEEK_DATA);
+    if (data < 0) data = size;  // ENXIO: only a hole is left
+    for (off_t n; pos < data; pos += n) {
+      n = std::min<off_t>(data - pos, static_cast<off_t>(zeros.size()));
+      sha.Update(zeros.data(), static_cast<size_t>(n));
+    }
+    off_t hole = lseek(fd, pos, SEEK_HOLE);
+    if (hole < 0) hole = size;
+    while (pos < hole) {
+      ssize_t n = pread(fd, buf.data(), std::min<size_t>(buf.size(), hole - pos), pos);
+      if (n <= 0) {
+        close(fd);
+        return "read error in " + path;
+      }
+      sha.Update(buf.data(), static_cast<size_t>(n));
+      pos += n;
+    }
+  }
+  close(fd);
+  return sha.Final();
+}
+
+// One NBD block-status range: offset, length, NBD type (bit 0 hole, bit 1
+// zero).
+struct NbdExtent {
+  uint64_t offset, length;
+  int type;
+  bool operator==(const NbdExtent&) const = default;
+};
+
+std::ostream& operator<<(std::ostream& os, const NbdExtent& e) {
+  return os << "{" << e.offset << "+" << e.length << " type " << e.type << "}";
+}
+
+void AppendMerged(std::vector<NbdExtent>* out, NbdExtent e) {
+  if (!out->empty() && out->back().type == e.type && out->back().offset + out->back().length == e.offset)
+    out->back().length += e.length;
+  else
+    out->push_back(e);
+}
+
+class NbdkitTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (const char* tool : {"nbdkit", "nbdinfo", "nbdcopy"})
+      if (!HaveTool(tool)) GTEST_SKIP() << tool << " is not installed: the nbdkit plugin is not tested";
+    if (!fs::exists(PluginPath()))
+      GTEST_SKIP() << PluginPath() << " was not built (no nbdkit-plugin.h): the plugin is not tested";
+    dir_ = ScratchPath(::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(dir_);
+    disk_ = dir_ + "/disk.vhdx";
+  }
+
+  // A dynamic disk with 1 MiB blocks: data, a ZERO block, a partly written
+  // block and unallocated space between.
+  void MakeDisk() {
+    ASSERT_EQ(Vhdx(fmt::format("create --block-size 1M {} 64M", Q(disk_))).exit_code, 0);
+    CommandResult r = Vhdx(fmt::format(
+        "io -c 'write -P 0x11 2M 1M' -c 'write -P 0x22 10M 4k' -c 'write -P 0x33 40M 3M' "
+        "-c 'write -z -u 41M 1M' {}",
+        Q(disk_)));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+
+  std::string dir_, disk_;
+};
+
+TEST_F(NbdkitTest, InfoAndBlockStatusMatchVhdxMap) {
+  MakeDisk();
+  CommandResult info = Serve("file=" + Q(disk_), "nbdinfo --json \"$uri\"");
+  ASSERT_EQ(info.exit_code, 0) << info.output;
+  json j = ParseJson(info.output);
+  ASSERT_TRUE(j.contains("exports")) << info.output;
+  const json& e = j["exports"][0];
+  EXPECT_EQ(e["export-size"], kDiskSize);
+  EXPECT_EQ(e["is_read_only"], false);
+  for (const char* flag : {"can_flush", "can_fua", "can_trim", "can_zero", "can_multi_conn"})
+    EXPECT_EQ(e[flag], true) << flag;
+
+  CommandResult map = Serve("file=" + Q(disk_), "nbdinfo --map --json \"$uri\"");
+  ASSERT_EQ(map.exit_code, 0) << map.output;
+  std::vector<NbdExtent> served;
+  for (const json& x : ParseJson(map.output))
+    AppendMerged(&served, {x["offset"].get<uint64_t>(), x["length"].get<uint64_t>(), x["type"].get<int>()});
+
+  CommandResult ours = VhdxStdout("map --output=json " + Q(disk_));
+  ASSERT_EQ(ours.exit_code, 0) << ours.output;
+  std::vector<NbdExtent> expected;
+  for (const json& x : ParseJson(ours.output)) {
+    // Block status as qemu's NBD server reports it: a hole where no file
+    // bytes back the range, zero where it reads as zeros.
+    int type = x["data"].get<bool>() ? 0 : (x["zero"].get<bool>() ? 3 : 0);
+    AppendMerged(&expected, {x["start"].get<uint64_t>(), x["length"].get<uint64_t>(), type});
+  }
+  EXPECT_EQ(served, expected);
+  // The disk has both kinds, so the comparison above means something.
+  std::vector<NbdExtent> want = {{0, 2 * kMiB, 3},        {2 * kMiB, kMiB, 0},  {3 * kMiB, 7 * kMiB, 3},
+                                 {10 * kMiB, kMiB, 0},    {11 * kMiB, 29 * kMiB, 3},
+                                 {40 * kMiB, kMiB, 0},    {41 * kMiB, kMiB, 3}, {42 * kMiB, kMiB, 0},
+                                 {43 * kMiB, 21 * kMiB, 3}};
+  EXPECT_EQ(served, want);
+}
+
+TEST_F(NbdkitTest, NbdcopyMatchesConvert) {
+  MakeDisk();
+  const std::string copy = dir_ + "/copy.raw", ref = dir_ + "/ref.raw";
+  CommandResult r = Serve("file=" + Q(disk_), "nbdcopy \"$uri\" " + copy);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  ASSERT_EQ(Vhdx(fmt::format("convert -O raw {} {}", Q(disk_), Q(ref))).exit_code, 0);
+  EXPECT_EQ(fs::file_size(copy), kDiskSize);
+  EXPECT_EQ(Sha256OfFile(copy), Sha256OfFile(ref));
+  std::vector<uint8_t> bytes = ReadWholeFile(copy);
+  ASSERT_EQ(bytes.size(), kDiskSize);
+  EXPECT_EQ(bytes[2 * kMiB], 0x11);
+  EXPECT_EQ(bytes[10 * kMiB + 4095], 0x22);
+  EXPECT_EQ(bytes[10 * kMiB + 4096], 0);
+  EXPECT_EQ(bytes[41 * kMiB], 0);
+  EXPECT_EQ(bytes[42 * kMiB], 0x33);
+}
+
+TEST_F(NbdkitTest, QemuIoWritesDiscardsAndZeroesLand) {
+  if (!HaveTool("qemu-io") || !HaveTool("qemu-img")) GTEST_SKIP() << "qemu-io/qemu-img not installed";
+  MakeDisk();
+  CommandResult r = Serve("file=" + Q(disk_),
+                          "qemu-io -f raw -c 'write -P 0x5a 1M 64k' -c 'write -f -P 0x66 30M 4k' "
+                          "-c 'discard 2M 1M' -c 'write -z 40M 1M' -c 'flush' \"$uri\"");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.find("error"), std::string::npos) << r.output;
+
+  // nbdkit has exited: the image was closed, its log applied.
+  CommandResult check = vhdx::test::Run("qemu-img check " + Q(disk_));
+  EXPECT_EQ(check.exit_code, 0) << check.output;
+  CommandResult info = VhdxStdout("info --output=json " + Q(disk_));
+  EXPECT_EQ(ParseJson(info.output)["dirty"], false) << info.output;
+  CommandResult read = Vhdx(
+      "io -r -c 'read -P 0x5a 1M 64k' -c 'read -P 0 1088k 960k' -c 'read -P 0x66 30M 4k' "
+      "-c 'read -P 0 2M 1M' -c 'read -P 0 40M 2M' -c 'read -P 0x33 42M 1M' -c 'read -P 0x22 10M 4k' " +
+      Q(disk_));
+  EXPECT_EQ(read.exit_code, 0) << read.output;
+  EXPECT_EQ(read.output.find("Pattern verification failed"), std::string::npos) << read.output;
+  // QEMU reads what we wrote through NBD.
+  CommandResult qread = vhdx::test::Run("qemu-io -r -f vhdx -c 'read -P 0x5a 1M 64k' -c 'read -P 0 2M 1M' " + Q(disk_));
+  EXPECT_EQ(qread.exit_code, 0) << qread.output;
+  EXPECT_EQ(qread.output.find("Pattern verification failed"), std::string::npos) << qread.output;
+  // The discarded whole block no longer holds data.
+  CommandResult map = VhdxStdout("map --output=json " + Q(disk_));
+  for (const json& x : ParseJson(map.output)) {
+    const uint64_t start = x["start"].get<uint64_t>(), end = start + x["length"].get<uint64_t>();
+    if (start <= 2 * kMiB && 2 * kMiB < end) {
+      EXPECT_FALSE(x["data"].get<bool>()) << map.output;
+    }
+  }
+}
+
+// nbdcopy writes over several connections at once (multi-conn) and skips
+// or zeroes the source's holes: the image ends up with the source's bytes.
+TEST_F(NbdkitTest, NbdcopyIntoTheImage) {
+  const std::string source = dir_ + "/source.raw", back = dir_ + "/back.raw";
+  constexpr uint64_t kSize = 24 * kMiB;
+  std::vector<uint8_t> bytes(kSize, 0);
+  uint32_t x = 12345;
+  for (uint64_t i = 0; i < kSize; ++i) {
+    x = x * 1103515245 + 12345;
+    // Zero runs (whole and partial blocks) between the random data.
+    const uint64_t mib = i / kMiB;
+    if (mib % 3 == 1 || (mib == 6 && i % kMiB < 300 * 1024)) continue;
+    bytes[i] = static_cast<uint8_t>(x >> 24);
+  }
+  WriteWholeFile(source, bytes);
+  ASSERT_EQ(Vhdx(fmt::format("create --block-size 1M {} 24M", Q(disk_))).exit_code, 0);
+  CommandResult r = Serve("file=" + Q(disk_), "nbdcopy --connections=4 --requests=8 " + Q(source) + " \"$uri\"");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  ASSERT_EQ(Vhdx(fmt::format("convert -O raw {} {}", Q(disk_), Q(back))).exit_code, 0);
+  EXPECT_EQ(Sha256OfFile(back), Sha256Hex(bytes.data(), bytes.size()));
+  CommandResult check = Vhdx("check " + Q(disk_));
+  EXPECT_EQ(check.exit_code, 0) << check.output;
+  if (HaveTool("qemu-img")) {
+    CommandResult qcheck = vhdx::test::Run("qemu-img check " + Q(disk_));
+    EXPECT_EQ(qcheck.exit_code, 0) << qcheck.output;
+  }
+}
+
+TEST_F(NbdkitTest, DifferencingChainReadsLikeConvert) {
+  const std::string parents = dir_ + "/parents";
+  fs::create_directories(parents);
+  const std::string parent = dir_ + "/base.vhdx", child = dir_ + "/child.vhdx";
+  ASSERT_EQ(Vhdx(fmt::format("create --block-size 1M {} 16M", Q(parent))).exit_code, 0);
+  ASSERT_EQ(Vhdx(fmt::format("io -c 'write -P 0x11 0 4M' {}", Q(parent))).exit_code, 0);
+  ASSERT_EQ(Vhdx(fmt::format("create -b {} {}", Q(parent), Q(child))).exit_code, 0);
+  ASSERT_EQ(Vhdx(fmt::format("io -c 'write -P 0x22 1M 512k' -c 'write -P 0x33 8M 1M' {}", Q(child))).exit_code, 0);
+  // Only --parent-dir finds the parent now.
+  fs::rename(parent, parents + "/base.vhdx");
+
+  CommandResult lost = Serve("file=" + Q(child), "nbdinfo \"$uri\"");
+  EXPECT_NE(lost.exit_code, 0) << lost.output;
+
+  const std::string copy = dir_ + "/copy.raw", ref = dir_ + "/ref.raw";
+  CommandResult r = Serve("file=" + Q(child) + " parent-dir=" + Q(parents), "nbdcopy \"$uri\" " + copy);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  CommandResult c = Vhdx(fmt::format("convert --parent-dir {} -O raw {} {}", Q(parents), Q(child), Q(ref)));
+  ASSERT_EQ(c.exit_code, 0) << c.output;
+  EXPECT_EQ(Sha256OfFile(copy), Sha256OfFile(ref));
+  std::vector<uint8_t> bytes = ReadWholeFile(copy);
+  ASSERT_EQ(bytes.size(), 16 * kMiB);
+  EXPECT_EQ(bytes[0], 0x11);             // the parent's
+  EXPECT_EQ(bytes[kMiB], 0x22);          // the child's over the parent's
+  EXPECT_EQ(bytes[kMiB + 512 * 1024], 0x11);
+  EXPECT_EQ(bytes[8 * kMiB], 0x33);
+  EXPECT_EQ(bytes[12 * kMiB], 0);
+  // Served read-write and closed: the child is still a clean, valid
+  // image of its parent.
+  EXPECT_EQ(Vhdx("check " + Q(child) + " --parent-dir " + Q(parents)).exit_code, 0);
+}
+
+TEST_F(NbdkitTest, ReadonlyRefusesWrites) {
+  if (!HaveTool("qemu-io")) GTEST_SKIP() << "qemu-io not installed";
+  MakeDisk();
+  const std::string before = Sha256OfFile(disk_);
+  for (const std::string& how : {std::string("readonly=true"), std::string("-r")}) {
+    SCOPED_TRACE(how);
+    const bool flag = how == "-r";
+    const std::string params = "file=" + Q(disk_) + (flag ? "" : " " + how);
+    const std::string flags = flag ? how : "";
+    CommandResult info = Serve(params, "nbdinfo --json \"$uri\"", flags);
+    ASSERT_EQ(info.exit_code, 0) << info.output;
+    EXPECT_EQ(ParseJson(info.output)["exports"][0]["is_read_only"], true) << info.output;
+    CommandResult w = Serve(params, "qemu-io -f raw -c 'write -P 0x5a 0 64k' \"$uri\"", flags);
+    // qemu opens a read-only export read-write with EACCES.
+    EXPECT_NE(w.exit_code, 0) << w.output;
+    EXPECT_NE(w.output.find("Permission denied"), std::string::npos) << w.output;
+    // Reads still work.
+    CommandResult rd = Serve(params, "qemu-io -r -f raw -c 'read -P 0x11 2M 1M' \"$uri\"", flags);
+    EXPECT_EQ(rd.exit_code, 0) << rd.output;
+    EXPECT_EQ(rd.output.find("Pattern verification failed"), std::string::npos) << rd.output;
+    EXPECT_EQ(Sha256OfFile(disk_), before);
+  }
+}
+
+TEST_F(NbdkitTest, BadParametersFailWithAMessage) {
+  // nbdkit with the ASan runtime preloaded does not exit after a plugin's
+  // configuration error; the Release run covers these cases.
+  if (kSanitized) GTEST_SKIP() << "configuration errors are tested in the non-sanitizer build";
+  MakeDisk();
+  struct Case {
+    std::string params, message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"readonly=true", "you must supply the file="},
+           {"file=" + Q(dir_ + "/missing.vhdx"), "missing.vhdx"},
+           {"file=" + Q(disk_) + " readonly=perhaps", "perhaps"},
+           {"file=" + Q(disk_) + " colour=blue", "unknown parameter 'colour'"},
+       }) {
+    CommandResult r = Serve(c.params, "nbdinfo \"$uri\"");
+    EXPECT_NE(r.exit_code, 0) << c.params << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.message), std::string::npos) << c.params << "\n" << r.output;
+  }
+  // Not a VHDX file: nbdkit starts, the connection fails with the library's
+  // message.
+  const std::string junk = dir_ + "/junk.vhdx";
+  WriteWholeFile(junk, std::vector<uint8_t>(1 << 20, 0x41));
+  CommandResult r = Serve("file=" + Q(junk), "nbdinfo \"$uri\"");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("junk.vhdx: "), std::string::npos) << r.output;
+}
+
+// The corpus image whose log QEMU left unreplayed: served read-only it reads
+// as the replayed content (the manifest's hash), and the file is not
+// touched.
+TEST_F(NbdkitTest, DirtyLogCorpusImageServedReadOnly) {
+  auto corpus = CorpusDir();
+  if (!corpus) GTEST_SKIP() << "no corpus (../shared/corpus or $VHDX_CORPUS)";
+  const std::string name = "iotest-dirtylog-10G-4M.vhdx.bz2";
+  // Its row in the manifest: "| NAME | ... | CONTENT SHA-256 |".
+  std::ifstream manifest(*corpus + "/MANIFEST.md");
+  std::string line, content_sha;
+  while (std::getline(manifest, line)) {
+    if (line.rfind("| " + name + " |", 0) != 0) continue;
+    const size_t end = line.find_last_not_of(" |");
+    if (end != std::string::npos && end >= 63) content_sha = line.substr(end - 63, 64);
+  }
+  ASSERT_EQ(content_sha.size(), 64u) << "no row for " << name << " in MANIFEST.md";
+  ASSERT_EQ(content_sha.find_first_not_of("0123456789abcdef"), std::string::npos) << content_sha;
+
+  // A private copy: the decompressed corpus image is shared by this process.
+  const std::string image = dir_ + "/dirty.vhdx";
+  fs::copy_file(DecompressCorpusImage(name), image);
+  const std::string before = Sha256OfFile(image);
+  const std::string copy = dir_ + "/copy.raw";
+  CommandResult r = Serve("file=" + Q(image), "nbdinfo --json \"$uri\" && nbdcopy \"$uri\" " + copy, "-r");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(fs::file_size(copy), 10ull << 30);
+  EXPECT_EQ(SparseSha256(copy), content_sha);
+  EXPECT_EQ(Sha256OfFile(image), before);
+  // Still dirty: a read-only open replays in memory only.
+  CommandResult info = VhdxStdout("info --output=json " + Q(image));
+  EXPECT_EQ(ParseJson(info.output)["dirty"], true) << info.output;
+}
+
+}  // namespace
+}  // namespace vhdx::test

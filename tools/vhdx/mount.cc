@@ -1,0 +1,380 @@
+// vhdx mount / vhdx unmount: the virtual disk as one file, MOUNTPOINT/disk,
+// through FUSE (libfuse3, high-level API).
+//
+// How `vhdx unmount` knows the image is closed: before mounting, the daemon
+// opens the mount point directory (the directory the mount will cover) and
+// holds an exclusive flock on it until it exits, which is after
+// Image::Close() applied the log. `vhdx unmount` unmounts, then takes that
+// same lock: it gets it when the daemon is gone. The daemon also holds a
+// flock on the image file (exclusive read-write, shared read-only), so two
+// mounts cannot write one image at once.
+#define FUSE_USE_VERSION 31
+#include <fuse.h>
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <cstring>
+#include <fmt/format.h>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "common.h"
+
+namespace vhdx::cli {
+namespace {
+
+constexpr const char* kDiskName = "disk";
+constexpr const char* kDiskPath = "/disk";
+constexpr const char* kFuseType = "fuse.vhdx";
+
+struct MountState {
+  Image* image = nullptr;
+  bool read_only = true;
+  uint64_t size = 0;
+  struct stat host{};  // the image file: owner and times of the disk file
+};
+
+MountState& State() { return *static_cast<MountState*>(fuse_get_context()->private_data); }
+
+int ErrnoOf(const Status& status) {
+  switch (status.code()) {
+    case Errc::kOk: return 0;
+    case Errc::kReadOnly: return EROFS;
+    case Errc::kNoSpace: return ENOSPC;
+    case Errc::kInvalidArgument: return EINVAL;
+    case Errc::kOutOfRange: return ENOSPC;  // as a block device past its end
+    case Errc::kUnsupported: return EOPNOTSUPP;
+    case Errc::kNotFound: return ENOENT;
+    default: return EIO;
+  }
+}
+
+void* OnInit(fuse_conn_info*, fuse_config* config) {
+  // The image is the only cache: no page cache copy of the disk in the
+  // kernel (no double caching, no stale pages), sizes fixed.
+  config->direct_io = 1;
+  config->kernel_cache = 0;
+  config->use_ino = 0;
+  return fuse_get_context()->private_data;
+}
+
+int OnGetattr(const char* path, struct stat* st, fuse_file_info*) {
+  const MountState& s = State();
+  std::memset(st, 0, sizeof *st);
+  st->st_uid = s.host.st_uid;
+  st->st_gid = s.host.st_gid;
+  st->st_atim = s.host.st_atim;
+  st->st_mtim = s.host.st_mtim;
+  st->st_ctim = s.host.st_ctim;
+  if (std::strcmp(path, "/") == 0) {
+    st->st_mode = S_IFDIR | 0755;
+    st->st_nlink = 2;
+    return 0;
+  }
+  if (std::strcmp(path, kDiskPath) != 0) return -ENOENT;
+  st->st_mode = S_IFREG | (s.read_only ? 0444 : 0644);
+  st->st_nlink = 1;
+  st->st_size = static_cast<off_t>(s.size);
+  // Claim every block: tools that take st_blocks == 0 for "all holes" (old
+  // tar --sparse) must not skip data; SEEK_HOLE tells the real holes.
+  st->st_blocks = static_cast<blkcnt_t>((s.size + 511) / 512);
+  st->st_blksize = 4096;
+  return 0;
+}
+
+int OnReaddir(const char* path, void* buf, fuse_fill_dir_t fill, off_t, fuse_file_info*,
+              fuse_readdir_flags) {
+  if (std::strcmp(path, "/") != 0) return -ENOENT;
+  fill(buf, ".", nullptr, 0, static_cast<fuse_fill_dir_flags>(0));
+  fill(buf, "..", nullptr, 0, static_cast<fuse_fill_dir_flags>(0));
+  fill(buf, kDiskName, nullptr, 0, static_cast<fuse_fill_dir_flags>(0));
+  return 0;
+}
+
+int OnOpen(const char* path, fuse_file_info* fi) {
+  if (std::strcmp(path, kDiskPath) != 0) return -ENOENT;
+  if (State().read_only && (fi->flags & O_ACCMODE) != O_RDONLY) return -EROFS;
+  fi->direct_io = 1;
+  return 0;
+}
+
+// The size is the virtual disk's: only "resizing" to the same size works.
+int OnTruncate(const char* path, off_t size, fuse_file_info*) {
+  if (std::strcmp(path, kDiskPath) != 0) return -ENOENT;
+  if (State().read_only) return -EROFS;
+  return static_cast<uint64_t>(size) == State().size ? 0 : -EPERM;
+}
+
+int OnRead(const char*, char* buf, size_t n, off_t offset, fuse_file_info*) {
+  const MountState& s = State();
+  if (offset < 0) return -EINVAL;
+  uint64_t off = static_cast<uint64_t>(offset);
+  if (off >= s.size) return 0;
+  n = static_cast<size_t>(std::min<uint64_t>({n, s.size - off, INT_MAX}));
+  Status st = s.image->Read(off, buf, n);
+  return st.ok() ? static_cast<int>(n) : -ErrnoOf(st);
+}
+
+int OnWrite(const char*, const char* buf, size_t n, off_t offset, fuse_file_info*) {
+  const MountState& s = State();
+  if (s.read_only) return -EROFS;
+  if (offset < 0) return -EINVAL;
+  uint64_t off = static_cast<uint64_t>(offset);
+  if (n == 0) return 0;
+  if (off >= s.size) return -ENOSPC;  // a disk does not grow
+  n = static_cast<size_t>(std::min<uint64_t>({n, s.size - off, INT_MAX}));
+  Status st = s.image->Write(off, buf, n);
+  return st.ok() ? static_cast<int>(n) : -ErrnoOf(st);
+}
+
+int FlushImage() {
+  const MountState& s = State();
+  if (s.read_only) return 0;
+  return -ErrnoOf(s.image->Flush());
+}
+
+// close(2) flushes too: a disk file closed is a disk written.
+int OnFlush(const char*, fuse_file_info*) { return FlushImage(); }
+int OnFsync(const char*, int, fuse_file_info*) { return FlushImage(); }
+
+int OnFallocate(const char*, int mode, off_t offset, off_t length, fuse_file_info*) {
+  const MountState& s = State();
+  if (s.read_only) return -EROFS;
+  if (offset < 0 || length <= 0) return -EINVAL;
+  if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) return -EOPNOTSUPP;
+  uint64_t off = static_cast<uint64_t>(offset);
+  uint64_t end = off + static_cast<uint64_t>(length);
+  // Without KEEP_SIZE a range past the end would grow the file.
+  if (!(mode & FALLOC_FL_KEEP_SIZE) && end > s.size) return -EPERM;
+  end = std::min(end, s.size);
+  if (off >= end) return 0;
+  if (mode & FALLOC_FL_PUNCH_HOLE) {
+    if (!(mode & FALLOC_FL_KEEP_SIZE) || (mode & FALLOC_FL_ZERO_RANGE)) return -EINVAL;
+    return -ErrnoOf(s.image->Discard(off, end - off));
+  }
+  if (mode & FALLOC_FL_ZERO_RANGE) return -ErrnoOf(s.image->WriteZeroes(off, end - off, false));
+  // Plain allocation: every byte of the disk already exists; host space is
+  // given at the first write of a block.
+  return 0;
+}
+
+// SEEK_DATA / SEEK_HOLE from the allocation map: a hole is a range that
+// reads as zeros (unallocated, ZERO or UNMAPPED blocks, parent holes), data
+// everything else.
+off_t OnLseek(const char*, off_t offset, int whence, fuse_file_info*) {
+  const MountState& s = State();
+  if (whence != SEEK_DATA && whence != SEEK_HOLE) return -EINVAL;
+  if (offset < 0) return -EINVAL;
+  uint64_t off = static_cast<uint64_t>(offset);
+  if (off >= s.size) return -ENXIO;
+  bool want_zero = whence == SEEK_HOLE;
+  std::optional<uint64_t> found;
+  Status st = s.image->Map(off, s.size - off, [&](const MapExtent& x) {
+    if (x.zero == want_zero) {
+      found = std::max(off, x.start);
+      return false;
+    }
+    return true;
+  });
+  if (!st.ok()) return -ErrnoOf(st);
+  if (found) return static_cast<off_t>(*found);
+  return want_zero ? static_cast<off_t>(s.size) : -ENXIO;  // the end is a hole
+}
+
+fuse_operations MakeOperations() {
+  fuse_operations ops{};
+  ops.init = OnInit;
+  ops.getattr = OnGetattr;
+  ops.readdir = OnReaddir;
+  ops.open = OnOpen;
+  ops.truncate = OnTruncate;
+  ops.read = OnRead;
+  ops.write = OnWrite;
+  ops.flush = OnFlush;
+  ops.fsync = OnFsync;
+  ops.fallocate = OnFallocate;
+  ops.lseek = OnLseek;
+  return ops;
+}
+
+// fuse's -o option lists split at commas; a backslash escapes one.
+std::string EscapeOption(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == ',' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+std::string AbsolutePath(const std::string& path) {
+  char buf[PATH_MAX];
+  return realpath(path.c_str(), buf) ? std::string(buf) : path;
+}
+
+int RunMount(const std::string& image_path, const std::string& mountpoint, bool read_only,
+             bool foreground, const std::vector<std::string>& parent_dirs) {
+  int result = kExitOk;
+  auto image = OpenImageOrFail(image_path, result, ChainOpenOptions(parent_dirs, read_only));
+  if (!image) return result;
+  MountState state;
+  state.image = image.get();
+  state.read_only = read_only;
+  state.size = image->virtual_size();
+  std::string absolute_image = AbsolutePath(image_path);
+
+  int image_lock = open(absolute_image.c_str(), O_RDONLY | O_CLOEXEC);
+  if (image_lock < 0 || fstat(image_lock, &state.host) != 0) return Fail(image_path, std::strerror(errno));
+  if (flock(image_lock, (read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
+    return Fail(image_path, errno == EWOULDBLOCK ? "in use by another vhdx mount" : std::strerror(errno));
+  }
+  struct stat mp{};
+  if (stat(mountpoint.c_str(), &mp) != 0) return Fail(mountpoint, std::strerror(errno));
+  if (!S_ISDIR(mp.st_mode)) return Fail(mountpoint, "not a directory");
+  // Held until this process exits: `vhdx unmount` waits for it.
+  int mountpoint_lock = open(mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (mountpoint_lock < 0 || flock(mountpoint_lock, LOCK_EX | LOCK_NB) != 0) {
+    return Fail(mountpoint, mountpoint_lock >= 0 && errno == EWOULDBLOCK ? "a vhdx mount is still exiting there"
+                                                                        : std::strerror(errno));
+  }
+
+  std::string options = "fsname=" + EscapeOption(absolute_image) + ",subtype=vhdx,default_permissions";
+  if (read_only) options += ",ro";
+  // Root mounts for everyone (the mode bits still apply); other users
+  // would need user_allow_other in /etc/fuse.conf.
+  if (geteuid() == 0) options += ",allow_other";
+  std::vector<std::string> arg_strings = {"vhdx", "-o", options};
+  std::vector<char*> argv;
+  for (auto& a : arg_strings) argv.push_back(a.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+  fuse_operations ops = MakeOperations();
+  fuse* fs = fuse_new(&args, &ops, sizeof ops, &state);
+  if (!fs) return Fail(mountpoint, "cannot set up FUSE");
+  // Absolute: fuse_daemonize changes to "/", and fuse_unmount runs after.
+  std::string absolute_mountpoint = AbsolutePath(mountpoint);
+  if (fuse_mount(fs, absolute_mountpoint.c_str()) != 0) {
+    fuse_destroy(fs);
+    return Fail(mountpoint, "cannot mount (is /dev/fuse usable and fusermount3 installed?)");
+  }
+  fuse_session* session = fuse_get_session(fs);
+  if (fuse_set_signal_handlers(session) != 0) {
+    fuse_unmount(fs);
+    fuse_destroy(fs);
+    return Fail(mountpoint, "cannot install signal handlers");
+  }
+  // From here on errors have no terminal unless -f: syslog them too.
+  fuse_daemonize(foreground ? 1 : 0);
+  int loop_result = fuse_loop_mt(fs, 0);
+  fuse_remove_signal_handlers(session);
+  fuse_unmount(fs);
+  // Apply the log and clear LogGuid before anyone sees the lock released.
+  Status closed = image->Close();
+  fuse_destroy(fs);
+  if (!closed.ok()) {
+    syslog(LOG_ERR, "vhdx: %s: %s", image_path.c_str(), closed.message().c_str());
+    return Fail(image_path, closed);
+  }
+  // A signal (SIGTERM, Ctrl-C under -f) ends the loop with its number: a
+  // normal way to stop.
+  if (loop_result < 0) return Fail(mountpoint, fmt::format("FUSE loop failed: {}", std::strerror(-loop_result)));
+  return kExitOk;
+}
+
+// Unescapes the octal escapes (\040 ...) of /proc/self/mounts fields.
+std::string Unescape(const std::string& field) {
+  std::string out;
+  for (size_t i = 0; i < field.size(); ++i) {
+    if (field[i] == '\\' && i + 3 < field.size()) {
+      out += static_cast<char>(std::stoi(field.substr(i + 1, 3), nullptr, 8));
+      i += 3;
+    } else {
+      out += field[i];
+    }
+  }
+  return out;
+}
+
+// True when `mountpoint` (absolute) is mounted by vhdx mount.
+bool IsVhdxMount(const std::string& mountpoint) {
+  std::ifstream mounts("/proc/self/mounts");
+  std::string line;
+  bool found = false;
+  while (std::getline(mounts, line)) {
+    std::istringstream fields(line);
+    std::string source, target, type;
+    fields >> source >> target >> type;
+    if (Unescape(target) == mountpoint) found = type == kFuseType;  // the last mount there counts
+  }
+  return found;
+}
+
+int RunUnmount(const std::string& mountpoint_arg, double timeout_seconds) {
+  std::string mountpoint = AbsolutePath(mountpoint_arg);
+  if (!IsVhdxMount(mountpoint)) return Fail(mountpoint_arg, "not a vhdx mount");
+  if (geteuid() == 0) {
+    if (umount2(mountpoint.c_str(), 0) != 0) return Fail(mountpoint_arg, fmt::format("cannot unmount: {}", std::strerror(errno)));
+  } else {
+    pid_t child = fork();
+    if (child == 0) {
+      execlp("fusermount3", "fusermount3", "-u", "--", mountpoint.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    int status = 0;
+    if (child < 0 || waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      return Fail(mountpoint_arg, "cannot unmount (fusermount3 -u failed)");
+    }
+  }
+  // The directory is uncovered now: its lock is the daemon's until it exits.
+  int lock = open(mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (lock < 0) return Fail(mountpoint_arg, std::strerror(errno));
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_seconds);
+  while (flock(lock, LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK) {
+      close(lock);
+      return Fail(mountpoint_arg, std::strerror(errno));
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      close(lock);
+      return Fail(mountpoint_arg, "unmounted, but the vhdx mount process has not exited yet");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  close(lock);
+  return kExitOk;
+}
+
+}  // namespace
+
+void RegisterMount(CLI::App& app, int& result) {
+  auto* sub = app.add_subcommand("mount", "Expose the virtual disk as the file MOUNTPOINT/disk (FUSE)");
+  static std::string image_path, mountpoint;
+  static bool read_only = false, foreground = false;
+  static std::vector<std::string> parent_dirs;
+  sub->add_flag("-r,--read-only", read_only, "Mount read-only (the disk file is 0444, writes fail with EROFS)");
+  sub->add_flag("-f,--foreground", foreground, "Stay in the foreground until unmounted (default: daemonise)");
+  AddParentDirOption(sub, parent_dirs);
+  sub->add_option("IMAGE", image_path, "VHDX image")->required();
+  sub->add_option("MOUNTPOINT", mountpoint, "Existing directory to mount on")->required();
+  sub->callback([&result] { result = RunMount(image_path, mountpoint, read_only, foreground, parent_dirs); });
+
+  auto* unmount = app.add_subcommand("unmount", "Unmount a vhdx mount and wait until its image is closed");
+  static std::string unmount_point;
+  static double timeout_seconds = 60;
+  unmount->add_option("MOUNTPOINT", unmount_point, "Where `vhdx mount` mounted the image")->required();
+  unmount->add_option("--timeout", timeout_seconds, "Seconds to wait for the image to be closed")
+      ->capture_default_str();
+  unmount->callback([&result] { result = RunUnmount(unmount_point, timeout_seconds); });
+}
+
+}  // namespace vhdx::cli
