@@ -26,6 +26,10 @@ Result<SectorBitmapCache::Page*> SectorBitmapCache::Find(
     // A page changed and written back while we read may be older in our
     // copy: read again.
     if (shard.epoch != epoch) continue;
+    // Another reader may have loaded it meanwhile: use theirs (emplace would
+    // drop ours, and the pointer returned with it).
+    auto again = shard.pages.find(page_offset);
+    if (again != shard.pages.end()) return again->second.get();
     if (shard.pages.size() >= max_pages_per_shard_) {
       for (auto e = shard.pages.begin(); e != shard.pages.end();) {
         if (shard.dirty.count(e->first))
