@@ -89,6 +89,9 @@ class ImageImpl final : public Image {
   // DataWriteGuid in the headers, durable before anything else changes.
   Status BeginChange();
   Status WriteInBlock(uint64_t block, uint64_t in_block, const uint8_t* data, size_t n);
+  // A FULLY_PRESENT block `e`: checked, then written where it lies.
+  Status WriteInPlace(uint64_t block, const format::BatEntry& e, uint64_t in_block, const uint8_t* data,
+                      size_t n);
   // Allocates a FULLY_PRESENT block for `block` (whose entry `e` reads as
   // zeros), the rest of it zeroed (block lock held exclusively).
   Status AllocateFull(uint64_t block, const format::BatEntry& e, uint64_t in_block, const uint8_t* data,

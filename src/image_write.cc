@@ -223,6 +223,12 @@ Status ImageImpl::CreateAllocator() {
   return Status::Ok();
 }
 
+Status ImageImpl::WriteInPlace(uint64_t b, const BatEntry& e, uint64_t in_block, const uint8_t* data,
+                               size_t n) {
+  VHDX_RETURN_IF_ERROR(CheckPayload(b, e));
+  return physical_->WriteAt(e.file_offset + in_block, data, n);
+}
+
 Status ImageImpl::WriteInBlock(uint64_t b, uint64_t in_block, const uint8_t* data, size_t n) {
   const uint64_t index = geo_.PayloadIndex(b);
   {
@@ -230,8 +236,7 @@ Status ImageImpl::WriteInBlock(uint64_t b, uint64_t in_block, const uint8_t* dat
     VHDX_ASSIGN_OR_RETURN(uint64_t raw, bat_->Get(index));
     BatEntry e = BatEntry::Decode(raw);
     if (e.state == kPayloadFullyPresent) {
-      VHDX_RETURN_IF_ERROR(CheckPayload(b, e));
-      return physical_->WriteAt(e.file_offset + in_block, data, n);
+      return WriteInPlace(b, e, in_block, data, n);
     }
     if (!geo_.has_parent && !ReadsAsZero(e.state)) return BadWriteState(geo_, b, e);
   }
@@ -243,8 +248,7 @@ Status ImageImpl::WriteInBlock(uint64_t b, uint64_t in_block, const uint8_t* dat
   VHDX_ASSIGN_OR_RETURN(uint64_t raw, bat_->Get(index));
   BatEntry e = BatEntry::Decode(raw);
   if (e.state == kPayloadFullyPresent) {  // allocated meanwhile
-    VHDX_RETURN_IF_ERROR(CheckPayload(b, e));
-    return physical_->WriteAt(e.file_offset + in_block, data, n);
+    return WriteInPlace(b, e, in_block, data, n);
   }
   if (!ReadsAsZero(e.state)) return BadWriteState(geo_, b, e);
   return AllocateFull(b, e, in_block, data, n);
@@ -328,8 +332,7 @@ Status ImageImpl::WriteInChildBlock(uint64_t b, uint64_t in_block, const uint8_t
   VHDX_ASSIGN_OR_RETURN(uint64_t raw, bat_->Get(index));
   BatEntry e = BatEntry::Decode(raw);
   if (e.state == kPayloadFullyPresent) {
-    VHDX_RETURN_IF_ERROR(CheckPayload(b, e));
-    return physical_->WriteAt(e.file_offset + in_block, data, n);
+    return WriteInPlace(b, e, in_block, data, n);
   }
   if (e.state == kPayloadZero || e.state == kPayloadUnmapped || e.state == kPayloadUndefined) {
     if (AllZero(data, n)) return Status::Ok();
