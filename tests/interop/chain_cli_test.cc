@@ -23,7 +23,6 @@ constexpr uint64_t kDiskSize = 8 << 20;
 // Every write of these tests is aligned to this, so the map's ranges are too.
 constexpr uint64_t kGranule = 64 << 10;
 
-std::string Q(const std::string& s) { return "'" + s + "'"; }
 
 // The JSON a command printed; a test failure showing the output (and null)
 // when it is not JSON.
@@ -75,7 +74,7 @@ class ChainCliTest : public ::testing::Test {
   // `level` of the model.
   void WriteAt(const std::string& image, int level, uint64_t offset, uint64_t length, uint8_t pattern,
                const std::string& extra = "") {
-    CommandResult r = Vhdx(fmt::format("io {} -c 'write -P {:#x} {} {}' {}", extra, pattern, offset, length, Q(image)));
+    CommandResult r = Vhdx(fmt::format("io {} -c 'write -P {:#x} {} {}' {}", extra, pattern, offset, length, ShellQuote(image)));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     model_.Write(level, offset, length, pattern);
   }
@@ -86,11 +85,11 @@ class ChainCliTest : public ::testing::Test {
   void MakeChain() {
     parent_ = PathOf("parent.vhdx");
     child_ = PathOf("child.vhdx");
-    CommandResult r = Vhdx(fmt::format("create --block-size 1M {} {}", Q(parent_), kDiskSize));
+    CommandResult r = Vhdx(fmt::format("create --block-size 1M {} {}", ShellQuote(parent_), kDiskSize));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     ASSERT_NO_FATAL_FAILURE(WriteAt(parent_, 1, 0, 3 << 20, 0x11));
     ASSERT_NO_FATAL_FAILURE(WriteAt(parent_, 1, 6 << 20, 1 << 20, 0x33));
-    r = Vhdx(fmt::format("create --parent {} {}", Q(parent_), Q(child_)));
+    r = Vhdx(fmt::format("create --parent {} {}", ShellQuote(parent_), ShellQuote(child_)));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find("backing_file="), std::string::npos) << r.output;
     ASSERT_NO_FATAL_FAILURE(WriteAt(child_, 0, 1 << 20, 1 << 20, 0x22));
@@ -101,7 +100,7 @@ class ChainCliTest : public ::testing::Test {
   std::string RawSha256(const std::string& image, const std::string& extra = "") {
     std::string raw = PathOf("out.raw");
     fs::remove(raw);
-    CommandResult r = Vhdx(fmt::format("convert {} -O raw {} {}", extra, Q(image), Q(raw)));
+    CommandResult r = Vhdx(fmt::format("convert {} -O raw {} {}", extra, ShellQuote(image), ShellQuote(raw)));
     EXPECT_EQ(r.exit_code, 0) << r.output;
     if (r.exit_code != 0) return "convert failed: " + r.output;
     std::string digest = Sha256OfFile(raw);
@@ -113,7 +112,7 @@ class ChainCliTest : public ::testing::Test {
   // covering the disk, each granule at the depth of the level that defines
   // it, holes at the depth of the bottom image (`bottom`), as qemu-img map.
   void ExpectMapDepths(const std::string& image, int bottom, const std::string& extra = "") {
-    CommandResult r = VhdxStdout(fmt::format("map --output=json {} {}", extra, Q(image)));
+    CommandResult r = VhdxStdout(fmt::format("map --output=json {} {}", extra, ShellQuote(image)));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     json map = ParseJson(r.output);
     ASSERT_TRUE(map.is_array());
@@ -153,7 +152,7 @@ bool SameFile(const std::string& a, const std::string& b) {
 
 TEST_F(ChainCliTest, InfoBackingChainListsEveryImageWithItsBackingFile) {
   ASSERT_NO_FATAL_FAILURE(MakeChain());
-  CommandResult r = VhdxStdout("info --backing-chain --output=json " + Q(child_));
+  CommandResult r = VhdxStdout("info --backing-chain --output=json " + ShellQuote(child_));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   json chain = ParseJson(r.output);
   ASSERT_TRUE(chain.is_array());
@@ -176,7 +175,7 @@ TEST_F(ChainCliTest, InfoBackingChainListsEveryImageWithItsBackingFile) {
   EXPECT_EQ(bottom["allocation"]["payload"]["fully-present"], 4);  // parent: 3 + 1 blocks of 1 MiB
 
   // Without --backing-chain: one object, the child's, still naming its parent.
-  r = VhdxStdout("info --output=json " + Q(child_));
+  r = VhdxStdout("info --output=json " + ShellQuote(child_));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   json one = ParseJson(r.output);
   ASSERT_TRUE(one.is_object());
@@ -184,7 +183,7 @@ TEST_F(ChainCliTest, InfoBackingChainListsEveryImageWithItsBackingFile) {
   EXPECT_EQ(one["backing-filename"], backing);
 
   // Human: qemu-img's lines, images separated by a blank line.
-  r = VhdxStdout("info --backing-chain " + Q(child_));
+  r = VhdxStdout("info --backing-chain " + ShellQuote(child_));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("image: " + child_ + "\n"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("backing file: " + backing), std::string::npos) << r.output;
@@ -197,7 +196,7 @@ TEST_F(ChainCliTest, MapReportsTheDepthOfEachRangeAndNamesItsFile) {
   ASSERT_NO_FATAL_FAILURE(ExpectMapDepths(child_, 1));
 
   // The human map names the image each data range is in.
-  CommandResult r = VhdxStdout("map " + Q(child_));
+  CommandResult r = VhdxStdout("map " + ShellQuote(child_));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   int child_lines = 0, parent_lines = 0;
   size_t pos = 0;
@@ -218,12 +217,12 @@ TEST_F(ChainCliTest, DepthThreeChainReadsAndMapsThroughEveryLevel) {
   shifted.bytes = model_.bytes;
   model_ = shifted;
   std::string top = PathOf("top.avhdx");
-  CommandResult r = Vhdx(fmt::format("create -b {} -F vhdx --block-size 1M {}", Q(child_), Q(top)));
+  CommandResult r = Vhdx(fmt::format("create -b {} -F vhdx --block-size 1M {}", ShellQuote(child_), ShellQuote(top)));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   ASSERT_NO_FATAL_FAILURE(WriteAt(top, 0, 5 << 20, 128 << 10, 0x66));  // inside the child's full block
   ASSERT_NO_FATAL_FAILURE(WriteAt(top, 0, 7 << 20, 64 << 10, 0x77));   // below it: a hole
 
-  r = VhdxStdout("info --backing-chain --output=json " + Q(top));
+  r = VhdxStdout("info --backing-chain --output=json " + ShellQuote(top));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   json chain = ParseJson(r.output);
   ASSERT_EQ(chain.size(), 3u);
@@ -233,7 +232,7 @@ TEST_F(ChainCliTest, DepthThreeChainReadsAndMapsThroughEveryLevel) {
   ASSERT_NO_FATAL_FAILURE(ExpectMapDepths(top, 2));
   EXPECT_EQ(RawSha256(top), model_.Sha256());
   // Each level still reads as it did: the parents were not written.
-  r = Vhdx("io -r -c 'read -P 0x44 5M 128k' -c 'read -P 0 7M 64k' " + Q(child_));
+  r = Vhdx("io -r -c 'read -P 0x44 5M 128k' -c 'read -P 0 7M 64k' " + ShellQuote(child_));
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
@@ -242,47 +241,47 @@ TEST_F(ChainCliTest, ConvertFlattensTheChainIntoAStandaloneImage) {
   EXPECT_EQ(RawSha256(child_), model_.Sha256());
   // To VHDX: standalone (no parent), same disk.
   std::string flat = PathOf("flat.vhdx");
-  CommandResult r = Vhdx(fmt::format("convert -O vhdx {} {}", Q(child_), Q(flat)));
+  CommandResult r = Vhdx(fmt::format("convert -O vhdx {} {}", ShellQuote(child_), ShellQuote(flat)));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = VhdxStdout("info --output=json " + Q(flat));
+  r = VhdxStdout("info --output=json " + ShellQuote(flat));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   json info = ParseJson(r.output);
   EXPECT_EQ(info["type"], "dynamic");
   EXPECT_FALSE(info.contains("backing-filename"));
   EXPECT_EQ(RawSha256(flat), model_.Sha256());
-  r = Vhdx("check " + Q(flat));
+  r = Vhdx("check " + ShellQuote(flat));
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
 TEST_F(ChainCliTest, CommitWritesTheChildIntoItsParentAndEmptiesTheChild) {
   ASSERT_NO_FATAL_FAILURE(MakeChain());
   std::string before = model_.Sha256();
-  CommandResult r = Vhdx("commit -p " + Q(child_));
+  CommandResult r = Vhdx("commit -p " + ShellQuote(child_));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("Image committed."), std::string::npos) << r.output;
   // The parent now reads as the chain did, and so does the child.
   EXPECT_EQ(RawSha256(parent_), before);
   EXPECT_EQ(RawSha256(child_), before);
   // The child is empty: every range comes from its parent (depth 1).
-  r = VhdxStdout("map --output=json " + Q(child_));
+  r = VhdxStdout("map --output=json " + ShellQuote(child_));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   for (const json& x : ParseJson(r.output)) EXPECT_EQ(x["depth"], 1) << x.dump();
-  EXPECT_EQ(Vhdx("check " + Q(parent_)).exit_code, 0);
-  EXPECT_EQ(Vhdx("check " + Q(child_)).exit_code, 0);
+  EXPECT_EQ(Vhdx("check " + ShellQuote(parent_)).exit_code, 0);
+  EXPECT_EQ(Vhdx("check " + ShellQuote(child_)).exit_code, 0);
   // A standalone image has nothing to commit into.
-  r = Vhdx("commit " + Q(parent_));
+  r = Vhdx("commit " + ShellQuote(parent_));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("vhdx: " + parent_ + ": "), std::string::npos) << r.output;
 }
 
 TEST_F(ChainCliTest, CommitKeepsTheChildWithD) {
   ASSERT_NO_FATAL_FAILURE(MakeChain());
-  CommandResult r = Vhdx("commit -d " + Q(child_));
+  CommandResult r = Vhdx("commit -d " + ShellQuote(child_));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(RawSha256(parent_), model_.Sha256());
   EXPECT_EQ(RawSha256(child_), model_.Sha256());
   // The child's own ranges are still its own.
-  r = VhdxStdout("map --output=json " + Q(child_));
+  r = VhdxStdout("map --output=json " + ShellQuote(child_));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   bool child_owned = false;
   for (const json& x : ParseJson(r.output))
@@ -300,39 +299,39 @@ TEST_F(ChainCliTest, MovedParentIsFoundWithParentDirAndRebasedOnto) {
   fs::rename(parent_, moved);
 
   // The chain no longer opens: one line, naming the path looked for.
-  CommandResult r = Vhdx(fmt::format("convert -O raw {} {}", Q(child_), Q(PathOf("x.raw"))));
+  CommandResult r = Vhdx(fmt::format("convert -O raw {} {}", ShellQuote(child_), ShellQuote(PathOf("x.raw"))));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_EQ(r.output.rfind("vhdx: " + child_ + ": ", 0), 0u) << r.output;
   EXPECT_NE(r.output.find("parent.vhdx"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find(dir_), std::string::npos) << r.output;
   EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
   // check: the file is sound, its chain is not.
-  r = Vhdx("check " + Q(child_));
+  r = Vhdx("check " + ShellQuote(child_));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("ERROR: parent locator"), std::string::npos) << r.output;
   // info still shows the child, with a warning.
-  r = Vhdx("info " + Q(child_));
+  r = Vhdx("info " + ShellQuote(child_));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("image: " + child_), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("warning"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("(not opened)"), std::string::npos) << r.output;
-  r = VhdxStdout("info --backing-chain --output=json " + Q(child_));
+  r = VhdxStdout("info --backing-chain --output=json " + ShellQuote(child_));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_EQ(ParseJson(r.output).size(), 1u) << r.output;
 
   // --parent-dir finds it by its file name, for every subcommand.
-  std::string with_dir = "--parent-dir " + Q(moved_dir);
+  std::string with_dir = "--parent-dir " + ShellQuote(moved_dir);
   EXPECT_EQ(RawSha256(child_, with_dir), expected);
-  EXPECT_EQ(Vhdx("check " + with_dir + " " + Q(child_)).exit_code, 0);
+  EXPECT_EQ(Vhdx("check " + with_dir + " " + ShellQuote(child_)).exit_code, 0);
   ASSERT_NO_FATAL_FAILURE(ExpectMapDepths(child_, 1, with_dir));
-  r = VhdxStdout("info --backing-chain --output=json " + with_dir + " " + Q(child_));
+  r = VhdxStdout("info --backing-chain --output=json " + with_dir + " " + ShellQuote(child_));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   json chain = ParseJson(r.output);
   ASSERT_EQ(chain.size(), 2u);
   EXPECT_TRUE(SameFile(chain[0]["full-backing-filename"].get<std::string>(), moved));
-  r = Vhdx("io -r " + with_dir + " -c 'read -P 0x11 0 1M' " + Q(child_));
+  r = Vhdx("io -r " + with_dir + " -c 'read -P 0x11 0 1M' " + ShellQuote(child_));
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  r = Vhdx("bench -c 16 -s 64k " + with_dir + " " + Q(child_));
+  r = Vhdx("bench -c 16 -s 64k " + with_dir + " " + ShellQuote(child_));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   // Nothing above wrote the child (io -r, bench reads).
   EXPECT_EQ(Sha256OfFile(child_), child_bytes);
@@ -340,12 +339,12 @@ TEST_F(ChainCliTest, MovedParentIsFoundWithParentDirAndRebasedOnto) {
   // Renamed too: only rebase helps.
   std::string renamed = moved_dir + "/renamed.vhdx";
   fs::rename(moved, renamed);
-  EXPECT_EQ(Vhdx("check " + with_dir + " " + Q(child_)).exit_code, 1);
-  r = Vhdx(fmt::format("rebase --parent {} {}", Q(renamed), Q(child_)));
+  EXPECT_EQ(Vhdx("check " + with_dir + " " + ShellQuote(child_)).exit_code, 1);
+  r = Vhdx(fmt::format("rebase --parent {} {}", ShellQuote(renamed), ShellQuote(child_)));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(RawSha256(child_), expected);
-  EXPECT_EQ(Vhdx("check " + Q(child_)).exit_code, 0);
-  r = VhdxStdout("info --output=json " + Q(child_));
+  EXPECT_EQ(Vhdx("check " + ShellQuote(child_)).exit_code, 0);
+  r = VhdxStdout("info --output=json " + ShellQuote(child_));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   json info = ParseJson(r.output);
   EXPECT_TRUE(info["backing-filename"].get<std::string>().ends_with("renamed.vhdx")) << info.dump();
@@ -356,13 +355,13 @@ TEST_F(ChainCliTest, RebaseOntoAnotherImageNeedsForce) {
   ASSERT_NO_FATAL_FAILURE(MakeChain());
   std::string expected = model_.Sha256();
   std::string other = PathOf("other.vhdx");
-  CommandResult r = Vhdx(fmt::format("create --block-size 1M {} {}", Q(other), kDiskSize));
+  CommandResult r = Vhdx(fmt::format("create --block-size 1M {} {}", ShellQuote(other), kDiskSize));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = Vhdx(fmt::format("io -c 'write -P 0x55 0 {}' {}", kDiskSize, Q(other)));
+  r = Vhdx(fmt::format("io -c 'write -P 0x55 0 {}' {}", kDiskSize, ShellQuote(other)));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::string child_bytes = Sha256OfFile(child_);
 
-  r = Vhdx(fmt::format("rebase --parent {} {}", Q(other), Q(child_)));
+  r = Vhdx(fmt::format("rebase --parent {} {}", ShellQuote(other), ShellQuote(child_)));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_EQ(r.output.rfind("vhdx: " + child_ + ": ", 0), 0u) << r.output;
   // Refused: nothing changed.
@@ -371,7 +370,7 @@ TEST_F(ChainCliTest, RebaseOntoAnotherImageNeedsForce) {
 
   // qemu-img's spelling: -u (unsafe) -b NEWPATH; forced, the child now
   // reads its own ranges over the other image's 0x55.
-  r = Vhdx(fmt::format("rebase -u -b {} -F vhdx {}", Q(other), Q(child_)));
+  r = Vhdx(fmt::format("rebase -u -b {} -F vhdx {}", ShellQuote(other), ShellQuote(child_)));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   Model over;
   over.Write(1, 0, kDiskSize, 0x55);
@@ -380,7 +379,7 @@ TEST_F(ChainCliTest, RebaseOntoAnotherImageNeedsForce) {
       std::copy_n(model_.bytes.begin() + static_cast<ptrdiff_t>(g * kGranule), kGranule,
                   over.bytes.begin() + static_cast<ptrdiff_t>(g * kGranule));
   EXPECT_EQ(RawSha256(child_), over.Sha256());
-  r = VhdxStdout("info --backing-chain --output=json " + Q(child_));
+  r = VhdxStdout("info --backing-chain --output=json " + ShellQuote(child_));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(SameFile(ParseJson(r.output)[1]["filename"].get<std::string>(), other));
 }
@@ -388,30 +387,30 @@ TEST_F(ChainCliTest, RebaseOntoAnotherImageNeedsForce) {
 TEST_F(ChainCliTest, CreateChildOptions) {
   ASSERT_NO_FATAL_FAILURE(MakeChain());
   auto info_of = [](const std::string& image) {
-    CommandResult r = VhdxStdout("info --output=json " + Q(image));
+    CommandResult r = VhdxStdout("info --output=json " + ShellQuote(image));
     EXPECT_EQ(r.exit_code, 0) << r.output;
     return r.exit_code == 0 ? ParseJson(r.output) : json::object();
   };
   // An explicit block size and a larger size; a child of a child.
   std::string big = PathOf("big.avhdx");
-  CommandResult r = Vhdx(fmt::format("create --block-size 4M --parent {} {} 16M", Q(child_), Q(big)));
+  CommandResult r = Vhdx(fmt::format("create --block-size 4M --parent {} {} 16M", ShellQuote(child_), ShellQuote(big)));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   json info = info_of(big);
   EXPECT_EQ(info["cluster-size"], 4 << 20);
   EXPECT_EQ(info["virtual-size"], 16 << 20);
   EXPECT_EQ(info["type"], "differencing");
   // Past the parent's end a larger child reads zeros.
-  r = Vhdx("io -r -c 'read -P 0x44 4M 2M' -c 'read -P 0 8M 8M' " + Q(big));
+  r = Vhdx("io -r -c 'read -P 0x44 4M 2M' -c 'read -P 0 8M 8M' " + ShellQuote(big));
   EXPECT_EQ(r.exit_code, 0) << r.output;
 
   // A missing parent: one error line, no file left behind.
   std::string orphan = PathOf("orphan.vhdx");
-  r = Vhdx(fmt::format("create --parent {} {}", Q(PathOf("missing.vhdx")), Q(orphan)));
+  r = Vhdx(fmt::format("create --parent {} {}", ShellQuote(PathOf("missing.vhdx")), ShellQuote(orphan)));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("missing.vhdx"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(orphan));
   // A smaller child than its parent is refused.
-  r = Vhdx(fmt::format("create --parent {} {} 4M", Q(parent_), Q(orphan)));
+  r = Vhdx(fmt::format("create --parent {} {} 4M", ShellQuote(parent_), ShellQuote(orphan)));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_FALSE(fs::exists(orphan));
 }
@@ -420,16 +419,16 @@ TEST_F(ChainCliTest, UsageErrorsExitTwo) {
   ASSERT_NO_FATAL_FAILURE(MakeChain());
   std::string made = PathOf("made.vhdx");
   const std::vector<std::string> usage_errors = {
-      "create " + Q(made),                                                      // no SIZE, no --parent
-      "create --type fixed --parent " + Q(parent_) + " " + Q(made),             // a child is differencing
-      "create -F qcow2 -b " + Q(parent_) + " " + Q(made),                       // only vhdx parents
-      "create -F vhdx " + Q(made) + " 8M",                                      // -F without -b
-      "rebase " + Q(child_),                                                    // no --parent
-      "rebase -b '' " + Q(child_),                                              // detaching: not supported
+      "create " + ShellQuote(made),                                                      // no SIZE, no --parent
+      "create --type fixed --parent " + ShellQuote(parent_) + " " + ShellQuote(made),             // a child is differencing
+      "create -F qcow2 -b " + ShellQuote(parent_) + " " + ShellQuote(made),                       // only vhdx parents
+      "create -F vhdx " + ShellQuote(made) + " 8M",                                      // -F without -b
+      "rebase " + ShellQuote(child_),                                                    // no --parent
+      "rebase -b '' " + ShellQuote(child_),                                              // detaching: not supported
       "commit",                                                                 // no IMAGE
-      "commit --bogus " + Q(child_),                                            // unknown option
+      "commit --bogus " + ShellQuote(child_),                                            // unknown option
       "info --parent-dir",                                                      // no DIR
-      "map --parent-dir " + Q(dir_),                                            // no IMAGE
+      "map --parent-dir " + ShellQuote(dir_),                                            // no IMAGE
   };
   std::string child_bytes = Sha256OfFile(child_);
   for (const std::string& args : usage_errors) {

@@ -67,7 +67,6 @@ namespace fs = std::filesystem;
 
 constexpr uint64_t kMiB = 1ull << 20;
 
-std::string Q(const std::string& s) { return "'" + s + "'"; }
 
 std::string Lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -348,7 +347,7 @@ std::vector<std::string> FileShas(const std::vector<std::string>& paths) {
 
 // `vhdx convert -O raw IMAGE OUT` (which opens the chain) gives the model.
 void ExpectCliConvertReadsModel(const std::string& image, const std::string& out, const Chain& chain) {
-  CommandResult r = vhdx::test::Run(fmt::format("{} convert -O raw {} {}", CliPath(), Q(image), Q(out)));
+  CommandResult r = vhdx::test::Run(fmt::format("{} convert -O raw {} {}", CliPath(), ShellQuote(image), ShellQuote(out)));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(fs::file_size(out), chain.size);
   EXPECT_EQ(Sha256OfFile(out), chain.level_sha.back()) << "vhdx convert -O raw reads other bytes than the model";
@@ -375,10 +374,10 @@ void ExpectStandaloneReadsModel(const std::string& path, const std::string& raw,
       std::cout << "[  SKIPPED ] qemu-img part: qemu-utils is not installed\n";
       return;
     }
-    CommandResult r = vhdx::test::Run("qemu-img check -f vhdx " + Q(path));
+    CommandResult r = vhdx::test::Run("qemu-img check -f vhdx " + ShellQuote(path));
     EXPECT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find("No errors were found on the image."), std::string::npos) << r.output;
-    r = vhdx::test::Run(fmt::format("qemu-img compare -f vhdx -F raw {} {}", Q(path), Q(raw)));
+    r = vhdx::test::Run(fmt::format("qemu-img compare -f vhdx -F raw {} {}", ShellQuote(path), ShellQuote(raw)));
     EXPECT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find("Images are identical."), std::string::npos) << r.output;
   } else if (HaveTool("vhdiinfo") && HaveTool("vhdimount")) {
@@ -395,7 +394,7 @@ class ChainMount {
  public:
   explicit ChainMount(const std::string& image) : dir_(image + ".mnt") {
     fs::create_directories(dir_);
-    CommandResult r = vhdx::test::Run(fmt::format("vhdimount {} {}", Q(image), Q(dir_)));
+    CommandResult r = vhdx::test::Run(fmt::format("vhdimount {} {}", ShellQuote(image), ShellQuote(dir_)));
     output_ = r.output;
     mounted_ = r.exit_code == 0 && fs::exists(dir_ + "/vhdi1");
     if (r.exit_code == 0 && !mounted_) Unmount();  // mounted, but empty: unusable
@@ -422,7 +421,7 @@ class ChainMount {
  private:
   void Unmount() {
     const char* unmount = HaveTool("fusermount") ? "fusermount -u" : "umount";
-    if (!unmounted_) vhdx::test::Run(fmt::format("{} {}", unmount, Q(dir_)));
+    if (!unmounted_) vhdx::test::Run(fmt::format("{} {}", unmount, ShellQuote(dir_)));
     unmounted_ = true;
   }
   std::string dir_;
@@ -481,7 +480,7 @@ TEST_P(ChainInteropTest, LibvhdiReadsTheChainWeWrote) {
     ASSERT_TRUE((*child_image)->info().parent.has_value());
     EXPECT_EQ(Lower((*child_image)->info().parent->Get("parent_linkage").value_or("")), "{" + linkage + "}");
 
-    CommandResult r = vhdx::test::Run("vhdiinfo " + Q(child));
+    CommandResult r = vhdx::test::Run("vhdiinfo " + ShellQuote(child));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     EXPECT_EQ(VhdiinfoField(r.output, "Disk type"), "differential") << r.output;
     EXPECT_EQ(VhdiinfoField(r.output, "Bytes per sector"), fmt::format("{} bytes", chain.sector)) << r.output;
@@ -532,7 +531,7 @@ TEST_P(ChainInteropTest, FlattenedChainReadsLikeTheChain) {
   std::string flat_cli = chain.dir + "/flat-cli.vhdx";
   CommandResult r = vhdx::test::Run(
       fmt::format("{} convert -O vhdx --type fixed --block-size 2M --logical-sector-size {} {} {}", CliPath(),
-                  s.sector, Q(chain.top()), Q(flat_cli)));
+                  s.sector, ShellQuote(chain.top()), ShellQuote(flat_cli)));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   ExpectStandaloneReadsModel(flat_cli, raw, chain);
   EXPECT_EQ(FileShas(chain.paths), before) << "flattening wrote into the chain";
@@ -602,13 +601,13 @@ TEST(ChainInterop, QemuRefusesOurChildCleanly) {
   const std::vector<std::string> before = FileShas(chain.paths);
   for (const char* command : {"info", "check", "map"}) {
     SCOPED_TRACE(command);
-    CommandResult r = vhdx::test::Run(fmt::format("qemu-img {} -f vhdx {}", command, Q(chain.top())));
+    CommandResult r = vhdx::test::Run(fmt::format("qemu-img {} -f vhdx {}", command, ShellQuote(chain.top())));
     EXPECT_EQ(r.exit_code, 1) << r.output;
     EXPECT_NE(r.output.find("Operation not supported"), std::string::npos) << r.output;
     EXPECT_NE(r.output.find(fs::path(chain.top()).filename().string()), std::string::npos) << r.output;
   }
   // Its parent, a plain dynamic image, is fine for QEMU.
-  CommandResult r = vhdx::test::Run("qemu-img check -f vhdx " + Q(chain.paths[0]));
+  CommandResult r = vhdx::test::Run("qemu-img check -f vhdx " + ShellQuote(chain.paths[0]));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(FileShas(chain.paths), before);
 }

@@ -25,7 +25,6 @@ namespace {
 namespace fs = std::filesystem;
 constexpr uint64_t kMiB = 1 << 20;
 
-std::string Q(const std::string& s) { return "'" + s + "'"; }
 
 std::vector<uint8_t> Pattern(size_t n, uint64_t seed) {
   std::vector<uint8_t> out(n);
@@ -95,16 +94,16 @@ TEST_P(ConvertInteropTest, QemuFindsItIdenticalToTheRawSourceAndLibvhdiOpensIt) 
   const RawSource& src = Source();
   std::string dst = ScratchPath(std::string("converted-") + s.name + ".vhdx");
   CommandResult r = vhdx::test::Run(fmt::format("{} convert -O vhdx --type {} --block-size {} {} {} 2>&1", CliPath(),
-                                                s.type, s.block_size, Q(src.path), Q(dst)));
+                                                s.type, s.block_size, ShellQuote(src.path), ShellQuote(dst)));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output, "");
 
-  r = vhdx::test::Run("qemu-img check -f vhdx " + Q(dst));
+  r = vhdx::test::Run("qemu-img check -f vhdx " + ShellQuote(dst));
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  r = vhdx::test::Run(fmt::format("qemu-img compare -f raw -F vhdx {} {}", Q(src.path), Q(dst)));
+  r = vhdx::test::Run(fmt::format("qemu-img compare -f raw -F vhdx {} {}", ShellQuote(src.path), ShellQuote(dst)));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("Images are identical"), std::string::npos) << r.output;
-  r = vhdx::test::Run("qemu-img info --output=json -f vhdx " + Q(dst));
+  r = vhdx::test::Run("qemu-img info --output=json -f vhdx " + ShellQuote(dst));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   auto info = nlohmann::json::parse(r.output);
   const uint64_t virtual_size = (src.size + 511) / 512 * 512;  // rounded up to the sector, as qemu-img does
@@ -122,7 +121,7 @@ TEST_P(ConvertInteropTest, QemuFindsItIdenticalToTheRawSourceAndLibvhdiOpensIt) 
   }
 
   if (HaveTool("vhdiinfo")) {
-    r = vhdx::test::Run("vhdiinfo " + Q(dst));
+    r = vhdx::test::Run("vhdiinfo " + ShellQuote(dst));
     EXPECT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find(fmt::format("({} bytes)", virtual_size)), std::string::npos) << r.output;
     EXPECT_NE(r.output.find(std::string("Disk type\t\t: ") + (s.type[0] == 'd' ? "Dynamic" : "Fixed")),
@@ -155,7 +154,7 @@ TEST(ConvertInterop, FourKSectorTargetsReadIdenticallyThroughLibvhdi) {
     std::string dst = ScratchPath("converted-4k.vhdx");
     fs::remove(dst);
     CommandResult r = vhdx::test::Run(fmt::format("{} convert -O vhdx --logical-sector-size 4096 {} {} {}", CliPath(),
-                                                  args, Q(src.path), Q(dst)));
+                                                  args, ShellQuote(src.path), ShellQuote(dst)));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     std::string unmountable = ExpectLibvhdiReads(dst, virtual_size, 4096, src.padded_sha256);
     if (!unmountable.empty()) GTEST_SKIP() << unmountable;
@@ -216,7 +215,7 @@ TEST(ConvertInterop, CorpusImagesConvertToVhdxWithTheirManifestContent) {
     std::string path = DecompressCorpusImage(e.file);
     std::string before = Sha256OfFile(path);
     std::string dst = ScratchPath("corpus-converted.vhdx");
-    CommandResult r = vhdx::test::Run(fmt::format("{} convert -O vhdx {} {}", CliPath(), Q(path), Q(dst)));
+    CommandResult r = vhdx::test::Run(fmt::format("{} convert -O vhdx {} {}", CliPath(), ShellQuote(path), ShellQuote(dst)));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     auto image = Image::Open(dst);
     ASSERT_TRUE(image.ok()) << image.status().message();
@@ -224,7 +223,7 @@ TEST(ConvertInterop, CorpusImagesConvertToVhdxWithTheirManifestContent) {
     EXPECT_EQ((*image)->info().type, DiskType::kDynamic);
     EXPECT_EQ(Sha256OfFile(path), before) << "the source was modified";
     if (HaveTool("qemu-img")) {
-      r = vhdx::test::Run("qemu-img check -f vhdx " + Q(dst));
+      r = vhdx::test::Run("qemu-img check -f vhdx " + ShellQuote(dst));
       EXPECT_EQ(r.exit_code, 0) << r.output;
     }
     fs::remove(dst);
@@ -238,8 +237,8 @@ TEST(ConvertInterop, CliOptionsAndErrors) {
   fs::remove(dst);
   // -p: qemu-img's progress line on stderr, nothing on stdout.
   CommandResult r = vhdx::test::Run(
-      fmt::format("({} convert -p -t writeback -O vhdx {} {} 2>{})", CliPath(), Q(src.path), Q(dst),
-                  Q(ScratchPath("cli-progress.txt"))));
+      fmt::format("({} convert -p -t writeback -O vhdx {} {} 2>{})", CliPath(), ShellQuote(src.path), ShellQuote(dst),
+                  ShellQuote(ScratchPath("cli-progress.txt"))));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output, "");
   std::vector<uint8_t> progress = ReadWholeFile(ScratchPath("cli-progress.txt"));
@@ -255,13 +254,13 @@ TEST(ConvertInterop, CliOptionsAndErrors) {
 
   // -O raw of the VHDX gives back the source, and `-f raw` copies a raw disk.
   std::string back = ScratchPath("cli-back.raw");
-  r = vhdx::test::Run(fmt::format("{} convert -O raw {} {}", CliPath(), Q(dst), Q(back)));
+  r = vhdx::test::Run(fmt::format("{} convert -O raw {} {}", CliPath(), ShellQuote(dst), ShellQuote(back)));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_EQ(vhdx::test::Run(fmt::format("cmp -n {} {} {}", src.size, Q(src.path), Q(back))).exit_code, 0);
+  EXPECT_EQ(vhdx::test::Run(fmt::format("cmp -n {} {} {}", src.size, ShellQuote(src.path), ShellQuote(back))).exit_code, 0);
   std::string copy = ScratchPath("cli-copy.raw");
-  r = vhdx::test::Run(fmt::format("{} convert -f raw -O raw {} {}", CliPath(), Q(src.path), Q(copy)));
+  r = vhdx::test::Run(fmt::format("{} convert -f raw -O raw {} {}", CliPath(), ShellQuote(src.path), ShellQuote(copy)));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_EQ(vhdx::test::Run(fmt::format("cmp {} {}", Q(src.path), Q(copy))).exit_code, 0);
+  EXPECT_EQ(vhdx::test::Run(fmt::format("cmp {} {}", ShellQuote(src.path), ShellQuote(copy))).exit_code, 0);
   fs::remove(back);
   fs::remove(copy);
 
@@ -274,18 +273,18 @@ TEST(ConvertInterop, CliOptionsAndErrors) {
   };
   std::string fresh = ScratchPath("cli-never.vhdx");
   for (const Case& c : std::vector<Case>{
-           {"-O vhdx " + Q(ScratchPath("no-such.raw")) + " " + Q(fresh), 1, "No such file"},
-           {"-O vhdx " + Q(src.path) + " " + Q(ScratchPath("no-dir/x.vhdx")), 1, "No such file"},
-           {"-O vhdx " + Q(dst) + " " + Q(dst), 1, "source"},
-           {"-O vhdx " + Q(src.path) + " " + Q(src.path), 1, "source"},
-           {"-O vhdx --block-size 3M " + Q(src.path) + " " + Q(fresh), 1, "block size"},
-           {"-O vhdx --block-size lots " + Q(src.path) + " " + Q(fresh), 1, "block size"},
-           {"-O raw " + Q(src.path) + " " + Q(fresh), 1, "vhdxfile"},  // -O raw reads VHDX unless -f raw
-           {"-O vhdx -f vhdx " + Q(src.path) + " " + Q(fresh), 1, "vhdxfile"},
-           {"--type fixed " + Q(dst) + " " + Q(fresh), 2, "-O vhdx"},
-           {"-O vhdx " + Q(src.path) + " -", 2, "stream"},
-           {"-O qcow2 " + Q(src.path) + " " + Q(fresh), 2, ""},
-           {"-O vhdx --logical-sector-size 1024 " + Q(src.path) + " " + Q(fresh), 2, ""},
+           {"-O vhdx " + ShellQuote(ScratchPath("no-such.raw")) + " " + ShellQuote(fresh), 1, "No such file"},
+           {"-O vhdx " + ShellQuote(src.path) + " " + ShellQuote(ScratchPath("no-dir/x.vhdx")), 1, "No such file"},
+           {"-O vhdx " + ShellQuote(dst) + " " + ShellQuote(dst), 1, "source"},
+           {"-O vhdx " + ShellQuote(src.path) + " " + ShellQuote(src.path), 1, "source"},
+           {"-O vhdx --block-size 3M " + ShellQuote(src.path) + " " + ShellQuote(fresh), 1, "block size"},
+           {"-O vhdx --block-size lots " + ShellQuote(src.path) + " " + ShellQuote(fresh), 1, "block size"},
+           {"-O raw " + ShellQuote(src.path) + " " + ShellQuote(fresh), 1, "vhdxfile"},  // -O raw reads VHDX unless -f raw
+           {"-O vhdx -f vhdx " + ShellQuote(src.path) + " " + ShellQuote(fresh), 1, "vhdxfile"},
+           {"--type fixed " + ShellQuote(dst) + " " + ShellQuote(fresh), 2, "-O vhdx"},
+           {"-O vhdx " + ShellQuote(src.path) + " -", 2, "stream"},
+           {"-O qcow2 " + ShellQuote(src.path) + " " + ShellQuote(fresh), 2, ""},
+           {"-O vhdx --logical-sector-size 1024 " + ShellQuote(src.path) + " " + ShellQuote(fresh), 2, ""},
        }) {
     r = vhdx::test::Run(fmt::format("{} convert {}", CliPath(), c.args));
     EXPECT_EQ(r.exit_code, c.exit_code) << c.args << ": " << r.output;

@@ -16,7 +16,6 @@
 namespace vhdx::test {
 namespace {
 
-std::string Q(const std::string& s) { return "'" + s + "'"; }
 
 struct CreateScenario {
   const char* name;
@@ -38,12 +37,12 @@ TEST_P(CreateInteropTest, QemuAcceptsWritesAndReadsLikeUs) {
   const CreateScenario& s = GetParam();
   std::string path = ScratchPath(std::string("created-") + s.name + ".vhdx");
   std::filesystem::remove(path);
-  CommandResult r = vhdx::test::Run(fmt::format("{} create {} {} {}", CliPath(), s.args, Q(path), s.size));
+  CommandResult r = vhdx::test::Run(fmt::format("{} create {} {} {}", CliPath(), s.args, ShellQuote(path), s.size));
   ASSERT_EQ(r.exit_code, 0) << r.output;
 
-  r = vhdx::test::Run("qemu-img check -f vhdx " + Q(path));
+  r = vhdx::test::Run("qemu-img check -f vhdx " + ShellQuote(path));
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  r = vhdx::test::Run("qemu-img info --output=json -f vhdx " + Q(path));
+  r = vhdx::test::Run("qemu-img info --output=json -f vhdx " + ShellQuote(path));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   auto info = nlohmann::json::parse(r.output);
   EXPECT_EQ(info["virtual-size"], s.size);
@@ -60,22 +59,22 @@ TEST_P(CreateInteropTest, QemuAcceptsWritesAndReadsLikeUs) {
   uint64_t last = s.size - 4096;
   r = vhdx::test::Run(fmt::format("qemu-io -f vhdx -c 'write -P 0x5c 0 64k' -c 'write -P 0xc5 {} 4k' "
                       "-c 'write -P 0x77 {} 12k' {}",
-                      last, s.block_size - 4096, Q(path)));
+                      last, s.block_size - 4096, ShellQuote(path)));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = vhdx::test::Run("qemu-img check -f vhdx " + Q(path));
+  r = vhdx::test::Run("qemu-img check -f vhdx " + ShellQuote(path));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   std::string qemu_raw = ScratchPath(std::string("created-") + s.name + "-qemu.raw");
   std::string our_raw = ScratchPath(std::string("created-") + s.name + "-ours.raw");
-  ASSERT_EQ(vhdx::test::Run(fmt::format("qemu-img convert -f vhdx -O raw {} {}", Q(path), Q(qemu_raw))).exit_code, 0);
-  ASSERT_EQ(vhdx::test::Run(fmt::format("{} convert -O raw {} {}", CliPath(), Q(path), Q(our_raw))).exit_code, 0);
-  EXPECT_EQ(vhdx::test::Run(fmt::format("cmp {} {}", Q(qemu_raw), Q(our_raw))).exit_code, 0);
+  ASSERT_EQ(vhdx::test::Run(fmt::format("qemu-img convert -f vhdx -O raw {} {}", ShellQuote(path), ShellQuote(qemu_raw))).exit_code, 0);
+  ASSERT_EQ(vhdx::test::Run(fmt::format("{} convert -O raw {} {}", CliPath(), ShellQuote(path), ShellQuote(our_raw))).exit_code, 0);
+  EXPECT_EQ(vhdx::test::Run(fmt::format("cmp {} {}", ShellQuote(qemu_raw), ShellQuote(our_raw))).exit_code, 0);
   auto image = Image::Open(path);
   ASSERT_TRUE(image.ok()) << image.status().message();
   EXPECT_EQ(CompareRawFile(qemu_raw, s.size, ImageReader(**image)), "");
   uint8_t b = 0;
   ASSERT_TRUE((*image)->Read(last, &b, 1).ok());
   EXPECT_EQ(b, 0xc5);
-  r = vhdx::test::Run(fmt::format("{} check {}", CliPath(), Q(path)));
+  r = vhdx::test::Run(fmt::format("{} check {}", CliPath(), ShellQuote(path)));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   std::filesystem::remove(qemu_raw);
   std::filesystem::remove(our_raw);
@@ -99,9 +98,9 @@ TEST(CreateInterop, FourKSectorImagesOpenInLibvhdi) {
     std::string path = ScratchPath(fmt::format("created-4k-{}.vhdx", type));
     std::filesystem::remove(path);
     CommandResult r = vhdx::test::Run(fmt::format("{} create --type {} --logical-sector-size 4096 {} 64M", CliPath(), type,
-                                      Q(path)));
+                                      ShellQuote(path)));
     ASSERT_EQ(r.exit_code, 0) << r.output;
-    r = vhdx::test::Run("vhdiinfo " + Q(path));
+    r = vhdx::test::Run("vhdiinfo " + ShellQuote(path));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find("Bytes per sector\t: 4096 bytes"), std::string::npos) << r.output;
     EXPECT_NE(r.output.find("(67108864 bytes)"), std::string::npos) << r.output;
@@ -114,7 +113,7 @@ TEST(CreateInterop, FourKSectorImagesOpenInLibvhdi) {
 TEST(CreateInterop, BadArgumentsFailCleanlyAndNeverOverwrite) {
   std::string path = ScratchPath("created-existing.vhdx");
   std::filesystem::remove(path);
-  ASSERT_EQ(vhdx::test::Run(fmt::format("{} create {} 16M", CliPath(), Q(path))).exit_code, 0);
+  ASSERT_EQ(vhdx::test::Run(fmt::format("{} create {} 16M", CliPath(), ShellQuote(path))).exit_code, 0);
   std::string before = Sha256OfFile(path);
   struct Case {
     std::string args;
@@ -123,14 +122,14 @@ TEST(CreateInterop, BadArgumentsFailCleanlyAndNeverOverwrite) {
   };
   std::string fresh = ScratchPath("created-never.vhdx");
   for (const Case& c : std::vector<Case>{
-           {Q(path) + " 16M", 1, "already exists"},
-           {Q(fresh) + " 1000", 1, "multiple of the logical sector size"},
-           {Q(fresh) + " 65T", 1, "64 TiB"},
-           {"--block-size 3M " + Q(fresh) + " 1G", 1, "block size"},
-           {Q(fresh) + " lots", 1, "invalid size"},
-           {"--logical-sector-size 1024 " + Q(fresh) + " 1G", 2, ""},
-           {"--type differencing " + Q(fresh) + " 1G", 2, ""},
-           {Q(fresh), 2, ""},
+           {ShellQuote(path) + " 16M", 1, "already exists"},
+           {ShellQuote(fresh) + " 1000", 1, "multiple of the logical sector size"},
+           {ShellQuote(fresh) + " 65T", 1, "64 TiB"},
+           {"--block-size 3M " + ShellQuote(fresh) + " 1G", 1, "block size"},
+           {ShellQuote(fresh) + " lots", 1, "invalid size"},
+           {"--logical-sector-size 1024 " + ShellQuote(fresh) + " 1G", 2, ""},
+           {"--type differencing " + ShellQuote(fresh) + " 1G", 2, ""},
+           {ShellQuote(fresh), 2, ""},
        }) {
     CommandResult r = vhdx::test::Run(fmt::format("{} create {}", CliPath(), c.args));
     EXPECT_EQ(r.exit_code, c.exit_code) << c.args << ": " << r.output;

@@ -25,7 +25,6 @@ using json = nlohmann::json;
 constexpr uint64_t kDiskSize = 64 << 20;
 constexpr uint64_t kBlock = 1 << 20;
 
-std::string Q(const std::string& s) { return "'" + s + "'"; }
 CommandResult Vhdx(const std::string& args) { return Run(CliPath() + " " + args); }
 
 // A mount that is always undone, even when a test fails half way.
@@ -34,13 +33,13 @@ class Mount {
   Mount(const std::string& image, const std::string& extra_args = "")
       : dir_(ScratchPath("mnt-" + fs::path(image).filename().string())) {
     fs::create_directories(dir_);
-    result_ = Vhdx("mount " + extra_args + " " + Q(image) + " " + Q(dir_));
+    result_ = Vhdx("mount " + extra_args + " " + ShellQuote(image) + " " + ShellQuote(dir_));
     mounted_ = result_.exit_code == 0;
   }
   ~Mount() {
     if (mounted_) {
       // Lazy fallback: never leave a mount behind for the next test.
-      if (Vhdx("unmount " + Q(dir_)).exit_code != 0) vhdx::test::Run("fusermount3 -uz " + Q(dir_));
+      if (Vhdx("unmount " + ShellQuote(dir_)).exit_code != 0) vhdx::test::Run("fusermount3 -uz " + ShellQuote(dir_));
     }
   }
   Mount(const Mount&) = delete;
@@ -53,7 +52,7 @@ class Mount {
   int Unmount() {
     if (!mounted_) return -1;
     mounted_ = false;
-    CommandResult r = Vhdx("unmount " + Q(dir_));
+    CommandResult r = Vhdx("unmount " + ShellQuote(dir_));
     EXPECT_EQ(r.exit_code, 0) << r.output;
     return r.exit_code;
   }
@@ -84,13 +83,13 @@ class Mount {
 std::string NewImage(const std::string& leaf, const std::string& options = "--block-size 1M") {
   std::string path = ScratchPath(leaf);
   fs::remove(path);
-  CommandResult r = Vhdx("create " + options + " " + Q(path) + " 64M");
+  CommandResult r = Vhdx("create " + options + " " + ShellQuote(path) + " 64M");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   return path;
 }
 
 void ExpectCheckClean(const std::string& image) {
-  CommandResult r = Vhdx("check " + Q(image));
+  CommandResult r = Vhdx("check " + ShellQuote(image));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("No errors were found"), std::string::npos) << r.output;
 }
@@ -98,7 +97,7 @@ void ExpectCheckClean(const std::string& image) {
 std::string RawHash(const std::string& image) {
   std::string raw = ScratchPath(fs::path(image).filename().string() + ".raw");
   fs::remove(raw);
-  CommandResult r = Vhdx("convert -O raw " + Q(image) + " " + Q(raw));
+  CommandResult r = Vhdx("convert -O raw " + ShellQuote(image) + " " + ShellQuote(raw));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   std::string hash = Sha256OfFile(raw);
   fs::remove(raw);
@@ -167,7 +166,7 @@ TEST(FuseTest, WritePunchSeekThenConvertAndCheck) {
     // SEEK_DATA / SEEK_HOLE agree with `vhdx map` (a read-only open
     // alongside: it sees the BAT once fsync made it durable).
     ASSERT_EQ(fsync(fd), 0) << std::strerror(errno);
-    CommandResult map = Vhdx("map --output=json " + Q(image));
+    CommandResult map = Vhdx("map --output=json " + ShellQuote(image));
     ASSERT_EQ(map.exit_code, 0) << map.output;
     json extents = json::parse(map.output);
     ASSERT_GT(extents.size(), 2u);
@@ -194,7 +193,7 @@ TEST(FuseTest, WritePunchSeekThenConvertAndCheck) {
   }
   EXPECT_EQ(RawHash(image), Sha256Hex(model.data(), model.size()));
   ExpectCheckClean(image);
-  CommandResult info = Vhdx("info --output=json " + Q(image));
+  CommandResult info = Vhdx("info --output=json " + ShellQuote(image));
   EXPECT_EQ(info.exit_code, 0) << info.output;
 }
 
@@ -205,9 +204,9 @@ TEST(FuseTest, Ext4MkfsAndFsckThroughTheMount) {
   {
     Mount m(image);
     REQUIRE_MOUNTED(m);
-    CommandResult mkfs = vhdx::test::Run("mkfs.ext4 -F -q " + Q(m.disk()));
+    CommandResult mkfs = vhdx::test::Run("mkfs.ext4 -F -q " + ShellQuote(m.disk()));
     ASSERT_EQ(mkfs.exit_code, 0) << mkfs.output;
-    CommandResult fsck = vhdx::test::Run("e2fsck -fn " + Q(m.disk()));
+    CommandResult fsck = vhdx::test::Run("e2fsck -fn " + ShellQuote(m.disk()));
     EXPECT_EQ(fsck.exit_code, 0) << fsck.output;
     ASSERT_EQ(m.Unmount(), 0);
   }
@@ -216,7 +215,7 @@ TEST(FuseTest, Ext4MkfsAndFsckThroughTheMount) {
   {
     Mount m(image, "--read-only");
     REQUIRE_MOUNTED(m);
-    CommandResult fsck = vhdx::test::Run("e2fsck -fn " + Q(m.disk()));
+    CommandResult fsck = vhdx::test::Run("e2fsck -fn " + ShellQuote(m.disk()));
     EXPECT_EQ(fsck.exit_code, 0) << fsck.output;
     EXPECT_EQ(Sha256OfFile(m.disk()), hash);
     ASSERT_EQ(m.Unmount(), 0);
@@ -228,10 +227,10 @@ TEST(FuseTest, DifferencingChildReadsLikeConvert) {
   std::string parent = NewImage("base.vhdx");
   std::string child = ScratchPath("child.avhdx");
   fs::remove(child);
-  ASSERT_EQ(Vhdx("io -c 'write -P 0x11 0 4M' -c 'write -P 0x22 30M 3M' " + Q(parent)).exit_code, 0);
-  CommandResult made = Vhdx("create --parent " + Q(parent) + " " + Q(child));
+  ASSERT_EQ(Vhdx("io -c 'write -P 0x11 0 4M' -c 'write -P 0x22 30M 3M' " + ShellQuote(parent)).exit_code, 0);
+  CommandResult made = Vhdx("create --parent " + ShellQuote(parent) + " " + ShellQuote(child));
   ASSERT_EQ(made.exit_code, 0) << made.output;
-  ASSERT_EQ(Vhdx("io -c 'write -P 0x33 1M 1536k' -c 'write -P 0x44 31M 100k' " + Q(child)).exit_code, 0);
+  ASSERT_EQ(Vhdx("io -c 'write -P 0x33 1M 1536k' -c 'write -P 0x44 31M 100k' " + ShellQuote(child)).exit_code, 0);
   std::string expected = RawHash(child);
   {
     Mount m(child, "-r");
@@ -254,7 +253,7 @@ TEST(FuseTest, DifferencingChildReadsLikeConvert) {
 TEST(FuseTest, ReadOnlyMountRefusesWrites) {
   REQUIRE_FUSE();
   std::string image = NewImage("ro.vhdx");
-  ASSERT_EQ(Vhdx("io -c 'write -P 0x5a 0 1M' " + Q(image)).exit_code, 0);
+  ASSERT_EQ(Vhdx("io -c 'write -P 0x5a 0 1M' " + ShellQuote(image)).exit_code, 0);
   std::string before = Sha256OfFile(image);
   {
     Mount m(image, "--read-only");
@@ -282,11 +281,11 @@ TEST(FuseTest, MountErrorsAreOneLine) {
   std::string missing = ScratchPath("missing.vhdx");
   std::string dir = ScratchPath("mnt-missing");
   fs::create_directories(dir);
-  CommandResult r = Vhdx("mount " + Q(missing) + " " + Q(dir));
+  CommandResult r = Vhdx("mount " + ShellQuote(missing) + " " + ShellQuote(dir));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.output.rfind("vhdx: " + missing + ": ", 0), 0u) << r.output;
   EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
-  CommandResult u = Vhdx("unmount " + Q(dir));
+  CommandResult u = Vhdx("unmount " + ShellQuote(dir));
   EXPECT_EQ(u.exit_code, 1);
   EXPECT_NE(u.output.find("not a vhdx mount"), std::string::npos) << u.output;
 }

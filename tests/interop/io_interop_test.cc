@@ -26,7 +26,6 @@ namespace {
 
 constexpr uint64_t kDiskSize = 64ull << 20;
 
-std::string Q(const std::string& s) { return fmt::format("'{}'", s); }
 
 std::string ReadText(const std::string& path) {
   std::vector<uint8_t> bytes = ReadWholeFile(path);
@@ -66,11 +65,11 @@ ToolRun RunScript(Tool tool, const std::string& image, const std::vector<std::st
                   bool read_only = false) {
   std::string command = tool == Tool::kQemuIo ? "qemu-io -f vhdx" : CliPath() + " io";
   if (read_only) command += " -r";
-  for (const std::string& c : script) command += fmt::format(" -c {}", Q(c));
-  command += fmt::format(" {}", Q(image));
+  for (const std::string& c : script) command += fmt::format(" -c {}", ShellQuote(c));
+  command += fmt::format(" {}", ShellQuote(image));
   std::string out_file = ScratchPath("io-stdout.txt");
   std::string err_file = ScratchPath("io-stderr.txt");
-  CommandResult r = vhdx::test::Run(fmt::format("{{ {} >{} 2>{}; }}", command, Q(out_file), Q(err_file)));
+  CommandResult r = vhdx::test::Run(fmt::format("{{ {} >{} 2>{}; }}", command, ShellQuote(out_file), ShellQuote(err_file)));
   ToolRun t;
   t.exit_code = r.exit_code;
   t.out = ReadText(out_file);
@@ -81,7 +80,7 @@ ToolRun RunScript(Tool tool, const std::string& image, const std::vector<std::st
 // SHA-256 of the virtual disk as qemu-img reads it.
 std::string QemuDiskDigest(const std::string& image) {
   std::string raw = image + ".raw";
-  CommandResult r = vhdx::test::Run(fmt::format("qemu-img convert -f vhdx -O raw {} {}", Q(image), Q(raw)));
+  CommandResult r = vhdx::test::Run(fmt::format("qemu-img convert -f vhdx -O raw {} {}", ShellQuote(image), ShellQuote(raw)));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   std::string digest = Sha256OfFile(raw);
   std::filesystem::remove(raw);
@@ -111,7 +110,7 @@ class IoInteropTest : public ::testing::TestWithParam<BaseImage> {
     base_ = ScratchPath(std::string("io-base-") + GetParam().name + ".vhdx");
     std::filesystem::remove(base_);
     CommandResult r = vhdx::test::Run(fmt::format(fmt::runtime(GetParam().create), fmt::arg("cli", CliPath()),
-                                      fmt::arg("path", Q(base_))));
+                                      fmt::arg("path", ShellQuote(base_))));
     ASSERT_EQ(r.exit_code, 0) << r.output;
   }
 
@@ -146,11 +145,11 @@ class IoInteropTest : public ::testing::TestWithParam<BaseImage> {
     std::string qemu_expected = QemuDiskDigest(expected);
     EXPECT_EQ(QemuDiskDigest(actual), qemu_expected) << actual << " differs from " << expected;
     EXPECT_EQ(LibraryDiskDigest(actual), qemu_expected) << actual << " read by libvhdx";
-    CommandResult r = vhdx::test::Run(fmt::format("qemu-img compare -f vhdx -F vhdx {} {}", Q(expected), Q(actual)));
+    CommandResult r = vhdx::test::Run(fmt::format("qemu-img compare -f vhdx -F vhdx {} {}", ShellQuote(expected), ShellQuote(actual)));
     EXPECT_EQ(r.exit_code, 0) << r.output;
-    r = vhdx::test::Run("qemu-img check -f vhdx " + Q(actual));
+    r = vhdx::test::Run("qemu-img check -f vhdx " + ShellQuote(actual));
     EXPECT_EQ(r.exit_code, 0) << r.output;
-    r = vhdx::test::Run(fmt::format("{} check {}", CliPath(), Q(actual)));
+    r = vhdx::test::Run(fmt::format("{} check {}", CliPath(), ShellQuote(actual)));
     EXPECT_EQ(r.exit_code, 0) << r.output;
   }
 
@@ -396,14 +395,14 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(IoCli, OpenErrorsAndUsage) {
   std::string missing = ScratchPath("io-missing.vhdx");
   std::filesystem::remove(missing);
-  CommandResult r = vhdx::test::Run(fmt::format("{} io -c 'read 0 1' {}", CliPath(), Q(missing)));
+  CommandResult r = vhdx::test::Run(fmt::format("{} io -c 'read 0 1' {}", CliPath(), ShellQuote(missing)));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.output, "vhdx: " + missing + ": cannot open: No such file or directory\n");
 
   std::string junk = ScratchPath("io-junk.img");
   WriteWholeFile(junk, std::vector<uint8_t>(1 << 20, 0));
   std::string before = Sha256OfFile(junk);
-  r = vhdx::test::Run(fmt::format("{} io -c 'write -P 1 0 1' {}", CliPath(), Q(junk)));
+  r = vhdx::test::Run(fmt::format("{} io -c 'write -P 1 0 1' {}", CliPath(), ShellQuote(junk)));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.output.rfind("vhdx: " + junk + ": ", 0), 0u) << r.output;
   EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
@@ -411,18 +410,18 @@ TEST(IoCli, OpenErrorsAndUsage) {
 
   std::string image = ScratchPath("io-usage.vhdx");
   std::filesystem::remove(image);
-  ASSERT_EQ(vhdx::test::Run(fmt::format("{} create {} 16M", CliPath(), Q(image))).exit_code, 0);
-  EXPECT_EQ(vhdx::test::Run(fmt::format("{} io {}", CliPath(), Q(image))).exit_code, 2);          // no -c
+  ASSERT_EQ(vhdx::test::Run(fmt::format("{} create {} 16M", CliPath(), ShellQuote(image))).exit_code, 0);
+  EXPECT_EQ(vhdx::test::Run(fmt::format("{} io {}", CliPath(), ShellQuote(image))).exit_code, 2);          // no -c
   EXPECT_EQ(vhdx::test::Run(fmt::format("{} io -c 'read 0 1'", CliPath())).exit_code, 2);       // no IMAGE
-  EXPECT_EQ(vhdx::test::Run(fmt::format("{} io --bogus -c 'read 0 1' {}", CliPath(), Q(image))).exit_code, 2);
+  EXPECT_EQ(vhdx::test::Run(fmt::format("{} io --bogus -c 'read 0 1' {}", CliPath(), ShellQuote(image))).exit_code, 2);
   // IMAGE may come before, between or after the -c options.
-  r = vhdx::test::Run(fmt::format("{} io -c 'write -P 0x61 0 3' {} -c 'read -v 0 3'", CliPath(), Q(image)));
+  r = vhdx::test::Run(fmt::format("{} io -c 'write -P 0x61 0 3' {} -c 'read -v 0 3'", CliPath(), ShellQuote(image)));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("00000000:  61 61 61  aaa\n"), std::string::npos) << r.output;
   // quit ends the script.
-  r = vhdx::test::Run(fmt::format("{} io -c quit -c 'write -P 0x62 0 3' {}", CliPath(), Q(image)));
+  r = vhdx::test::Run(fmt::format("{} io -c quit -c 'write -P 0x62 0 3' {}", CliPath(), ShellQuote(image)));
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  r = vhdx::test::Run(fmt::format("{} io -r -c 'read -P 0x61 0 3' {}", CliPath(), Q(image)));
+  r = vhdx::test::Run(fmt::format("{} io -r -c 'read -P 0x61 0 3' {}", CliPath(), ShellQuote(image)));
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 

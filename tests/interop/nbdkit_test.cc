@@ -25,12 +25,6 @@ using json = nlohmann::json;
 constexpr uint64_t kMiB = 1 << 20;
 constexpr uint64_t kDiskSize = 64 * kMiB;
 
-// Shell-quotes `s` (nests: a quoted command can be quoted again).
-std::string Q(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
 
 // build/bin/vhdx -> build/lib/nbdkit-vhdx-plugin.so
 std::string PluginPath() {
@@ -56,8 +50,8 @@ CommandResult Serve(const std::string& params, const std::string& client,
     client_prefix = "unset LD_PRELOAD ASAN_OPTIONS; ";
   }
   // A hung server must fail the test, never stall the suite.
-  return Run(prefix + "timeout -k 5 120 nbdkit " + nbdkit_flags + " -U - " + Q(PluginPath()) + " " + params +
-             " --run " + Q(client_prefix + client));
+  return Run(prefix + "timeout -k 5 120 nbdkit " + nbdkit_flags + " -U - " + ShellQuote(PluginPath()) + " " + params +
+             " --run " + ShellQuote(client_prefix + client));
 }
 
 CommandResult Vhdx(const std::string& args) { return Run(CliPath() + " " + args); }
@@ -142,11 +136,11 @@ class NbdkitTest : public ::testing::Test {
   // A dynamic disk with 1 MiB blocks: data, a ZERO block, a partly written
   // block and unallocated space between.
   void MakeDisk() {
-    ASSERT_EQ(Vhdx(fmt::format("create --block-size 1M {} 64M", Q(disk_))).exit_code, 0);
+    ASSERT_EQ(Vhdx(fmt::format("create --block-size 1M {} 64M", ShellQuote(disk_))).exit_code, 0);
     CommandResult r = Vhdx(fmt::format(
         "io -c 'write -P 0x11 2M 1M' -c 'write -P 0x22 10M 4k' -c 'write -P 0x33 40M 3M' "
         "-c 'write -z -u 41M 1M' {}",
-        Q(disk_)));
+        ShellQuote(disk_)));
     ASSERT_EQ(r.exit_code, 0) << r.output;
   }
 
@@ -155,7 +149,7 @@ class NbdkitTest : public ::testing::Test {
 
 TEST_F(NbdkitTest, InfoAndBlockStatusMatchVhdxMap) {
   MakeDisk();
-  CommandResult info = Serve("file=" + Q(disk_), "nbdinfo --json \"$uri\"");
+  CommandResult info = Serve("file=" + ShellQuote(disk_), "nbdinfo --json \"$uri\"");
   ASSERT_EQ(info.exit_code, 0) << info.output;
   json j = ParseJson(info.output);
   ASSERT_TRUE(j.contains("exports")) << info.output;
@@ -165,13 +159,13 @@ TEST_F(NbdkitTest, InfoAndBlockStatusMatchVhdxMap) {
   for (const char* flag : {"can_flush", "can_fua", "can_trim", "can_zero", "can_multi_conn"})
     EXPECT_EQ(e[flag], true) << flag;
 
-  CommandResult map = Serve("file=" + Q(disk_), "nbdinfo --map --json \"$uri\"");
+  CommandResult map = Serve("file=" + ShellQuote(disk_), "nbdinfo --map --json \"$uri\"");
   ASSERT_EQ(map.exit_code, 0) << map.output;
   std::vector<NbdExtent> served;
   for (const json& x : ParseJson(map.output))
     AppendMerged(&served, {x["offset"].get<uint64_t>(), x["length"].get<uint64_t>(), x["type"].get<int>()});
 
-  CommandResult ours = VhdxStdout("map --output=json " + Q(disk_));
+  CommandResult ours = VhdxStdout("map --output=json " + ShellQuote(disk_));
   ASSERT_EQ(ours.exit_code, 0) << ours.output;
   std::vector<NbdExtent> expected;
   for (const json& x : ParseJson(ours.output)) {
@@ -192,9 +186,9 @@ TEST_F(NbdkitTest, InfoAndBlockStatusMatchVhdxMap) {
 TEST_F(NbdkitTest, NbdcopyMatchesConvert) {
   MakeDisk();
   const std::string copy = dir_ + "/copy.raw", ref = dir_ + "/ref.raw";
-  CommandResult r = Serve("file=" + Q(disk_), "nbdcopy \"$uri\" " + copy);
+  CommandResult r = Serve("file=" + ShellQuote(disk_), "nbdcopy \"$uri\" " + copy);
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  ASSERT_EQ(Vhdx(fmt::format("convert -O raw {} {}", Q(disk_), Q(ref))).exit_code, 0);
+  ASSERT_EQ(Vhdx(fmt::format("convert -O raw {} {}", ShellQuote(disk_), ShellQuote(ref))).exit_code, 0);
   EXPECT_EQ(fs::file_size(copy), kDiskSize);
   EXPECT_EQ(Sha256OfFile(copy), Sha256OfFile(ref));
   std::vector<uint8_t> bytes = ReadWholeFile(copy);
@@ -209,29 +203,29 @@ TEST_F(NbdkitTest, NbdcopyMatchesConvert) {
 TEST_F(NbdkitTest, QemuIoWritesDiscardsAndZeroesLand) {
   if (!HaveTool("qemu-io") || !HaveTool("qemu-img")) GTEST_SKIP() << "qemu-io/qemu-img not installed";
   MakeDisk();
-  CommandResult r = Serve("file=" + Q(disk_),
+  CommandResult r = Serve("file=" + ShellQuote(disk_),
                           "qemu-io -f raw -c 'write -P 0x5a 1M 64k' -c 'write -f -P 0x66 30M 4k' "
                           "-c 'discard 2M 1M' -c 'write -z 40M 1M' -c 'flush' \"$uri\"");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output.find("error"), std::string::npos) << r.output;
 
   // nbdkit has exited: the image was closed, its log applied.
-  CommandResult check = vhdx::test::Run("qemu-img check " + Q(disk_));
+  CommandResult check = vhdx::test::Run("qemu-img check " + ShellQuote(disk_));
   EXPECT_EQ(check.exit_code, 0) << check.output;
-  CommandResult info = VhdxStdout("info --output=json " + Q(disk_));
+  CommandResult info = VhdxStdout("info --output=json " + ShellQuote(disk_));
   EXPECT_EQ(ParseJson(info.output)["dirty"], false) << info.output;
   CommandResult read = Vhdx(
       "io -r -c 'read -P 0x5a 1M 64k' -c 'read -P 0 1088k 960k' -c 'read -P 0x66 30M 4k' "
       "-c 'read -P 0 2M 1M' -c 'read -P 0 40M 2M' -c 'read -P 0x33 42M 1M' -c 'read -P 0x22 10M 4k' " +
-      Q(disk_));
+      ShellQuote(disk_));
   EXPECT_EQ(read.exit_code, 0) << read.output;
   EXPECT_EQ(read.output.find("Pattern verification failed"), std::string::npos) << read.output;
   // QEMU reads what we wrote through NBD.
-  CommandResult qread = vhdx::test::Run("qemu-io -r -f vhdx -c 'read -P 0x5a 1M 64k' -c 'read -P 0 2M 1M' " + Q(disk_));
+  CommandResult qread = vhdx::test::Run("qemu-io -r -f vhdx -c 'read -P 0x5a 1M 64k' -c 'read -P 0 2M 1M' " + ShellQuote(disk_));
   EXPECT_EQ(qread.exit_code, 0) << qread.output;
   EXPECT_EQ(qread.output.find("Pattern verification failed"), std::string::npos) << qread.output;
   // The discarded whole block no longer holds data.
-  CommandResult map = VhdxStdout("map --output=json " + Q(disk_));
+  CommandResult map = VhdxStdout("map --output=json " + ShellQuote(disk_));
   for (const json& x : ParseJson(map.output)) {
     const uint64_t start = x["start"].get<uint64_t>(), end = start + x["length"].get<uint64_t>();
     if (start <= 2 * kMiB && 2 * kMiB < end) {
@@ -255,15 +249,15 @@ TEST_F(NbdkitTest, NbdcopyIntoTheImage) {
     bytes[i] = static_cast<uint8_t>(x >> 24);
   }
   WriteWholeFile(source, bytes);
-  ASSERT_EQ(Vhdx(fmt::format("create --block-size 1M {} 24M", Q(disk_))).exit_code, 0);
-  CommandResult r = Serve("file=" + Q(disk_), "nbdcopy --connections=4 --requests=8 " + Q(source) + " \"$uri\"");
+  ASSERT_EQ(Vhdx(fmt::format("create --block-size 1M {} 24M", ShellQuote(disk_))).exit_code, 0);
+  CommandResult r = Serve("file=" + ShellQuote(disk_), "nbdcopy --connections=4 --requests=8 " + ShellQuote(source) + " \"$uri\"");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  ASSERT_EQ(Vhdx(fmt::format("convert -O raw {} {}", Q(disk_), Q(back))).exit_code, 0);
+  ASSERT_EQ(Vhdx(fmt::format("convert -O raw {} {}", ShellQuote(disk_), ShellQuote(back))).exit_code, 0);
   EXPECT_EQ(Sha256OfFile(back), Sha256Hex(bytes.data(), bytes.size()));
-  CommandResult check = Vhdx("check " + Q(disk_));
+  CommandResult check = Vhdx("check " + ShellQuote(disk_));
   EXPECT_EQ(check.exit_code, 0) << check.output;
   if (HaveTool("qemu-img")) {
-    CommandResult qcheck = vhdx::test::Run("qemu-img check " + Q(disk_));
+    CommandResult qcheck = vhdx::test::Run("qemu-img check " + ShellQuote(disk_));
     EXPECT_EQ(qcheck.exit_code, 0) << qcheck.output;
   }
 }
@@ -272,20 +266,20 @@ TEST_F(NbdkitTest, DifferencingChainReadsLikeConvert) {
   const std::string parents = dir_ + "/parents";
   fs::create_directories(parents);
   const std::string parent = dir_ + "/base.vhdx", child = dir_ + "/child.vhdx";
-  ASSERT_EQ(Vhdx(fmt::format("create --block-size 1M {} 16M", Q(parent))).exit_code, 0);
-  ASSERT_EQ(Vhdx(fmt::format("io -c 'write -P 0x11 0 4M' {}", Q(parent))).exit_code, 0);
-  ASSERT_EQ(Vhdx(fmt::format("create -b {} {}", Q(parent), Q(child))).exit_code, 0);
-  ASSERT_EQ(Vhdx(fmt::format("io -c 'write -P 0x22 1M 512k' -c 'write -P 0x33 8M 1M' {}", Q(child))).exit_code, 0);
+  ASSERT_EQ(Vhdx(fmt::format("create --block-size 1M {} 16M", ShellQuote(parent))).exit_code, 0);
+  ASSERT_EQ(Vhdx(fmt::format("io -c 'write -P 0x11 0 4M' {}", ShellQuote(parent))).exit_code, 0);
+  ASSERT_EQ(Vhdx(fmt::format("create -b {} {}", ShellQuote(parent), ShellQuote(child))).exit_code, 0);
+  ASSERT_EQ(Vhdx(fmt::format("io -c 'write -P 0x22 1M 512k' -c 'write -P 0x33 8M 1M' {}", ShellQuote(child))).exit_code, 0);
   // Only --parent-dir finds the parent now.
   fs::rename(parent, parents + "/base.vhdx");
 
-  CommandResult lost = Serve("file=" + Q(child), "nbdinfo \"$uri\"");
+  CommandResult lost = Serve("file=" + ShellQuote(child), "nbdinfo \"$uri\"");
   EXPECT_NE(lost.exit_code, 0) << lost.output;
 
   const std::string copy = dir_ + "/copy.raw", ref = dir_ + "/ref.raw";
-  CommandResult r = Serve("file=" + Q(child) + " parent-dir=" + Q(parents), "nbdcopy \"$uri\" " + copy);
+  CommandResult r = Serve("file=" + ShellQuote(child) + " parent-dir=" + ShellQuote(parents), "nbdcopy \"$uri\" " + copy);
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  CommandResult c = Vhdx(fmt::format("convert --parent-dir {} -O raw {} {}", Q(parents), Q(child), Q(ref)));
+  CommandResult c = Vhdx(fmt::format("convert --parent-dir {} -O raw {} {}", ShellQuote(parents), ShellQuote(child), ShellQuote(ref)));
   ASSERT_EQ(c.exit_code, 0) << c.output;
   EXPECT_EQ(Sha256OfFile(copy), Sha256OfFile(ref));
   std::vector<uint8_t> bytes = ReadWholeFile(copy);
@@ -297,7 +291,7 @@ TEST_F(NbdkitTest, DifferencingChainReadsLikeConvert) {
   EXPECT_EQ(bytes[12 * kMiB], 0);
   // Served read-write and closed: the child is still a clean, valid
   // image of its parent.
-  EXPECT_EQ(Vhdx("check " + Q(child) + " --parent-dir " + Q(parents)).exit_code, 0);
+  EXPECT_EQ(Vhdx("check " + ShellQuote(child) + " --parent-dir " + ShellQuote(parents)).exit_code, 0);
 }
 
 TEST_F(NbdkitTest, ReadonlyRefusesWrites) {
@@ -307,7 +301,7 @@ TEST_F(NbdkitTest, ReadonlyRefusesWrites) {
   for (const std::string& how : {std::string("readonly=true"), std::string("-r")}) {
     SCOPED_TRACE(how);
     const bool flag = how == "-r";
-    const std::string params = "file=" + Q(disk_) + (flag ? "" : " " + how);
+    const std::string params = "file=" + ShellQuote(disk_) + (flag ? "" : " " + how);
     const std::string flags = flag ? how : "";
     CommandResult info = Serve(params, "nbdinfo --json \"$uri\"", flags);
     ASSERT_EQ(info.exit_code, 0) << info.output;
@@ -334,9 +328,9 @@ TEST_F(NbdkitTest, BadParametersFailWithAMessage) {
   };
   for (const Case& c : std::vector<Case>{
            {"readonly=true", "you must supply the file="},
-           {"file=" + Q(dir_ + "/missing.vhdx"), "missing.vhdx"},
-           {"file=" + Q(disk_) + " readonly=perhaps", "perhaps"},
-           {"file=" + Q(disk_) + " colour=blue", "unknown parameter 'colour'"},
+           {"file=" + ShellQuote(dir_ + "/missing.vhdx"), "missing.vhdx"},
+           {"file=" + ShellQuote(disk_) + " readonly=perhaps", "perhaps"},
+           {"file=" + ShellQuote(disk_) + " colour=blue", "unknown parameter 'colour'"},
        }) {
     CommandResult r = Serve(c.params, "nbdinfo \"$uri\"");
     EXPECT_NE(r.exit_code, 0) << c.params << "\n" << r.output;
@@ -346,7 +340,7 @@ TEST_F(NbdkitTest, BadParametersFailWithAMessage) {
   // message.
   const std::string junk = dir_ + "/junk.vhdx";
   WriteWholeFile(junk, std::vector<uint8_t>(1 << 20, 0x41));
-  CommandResult r = Serve("file=" + Q(junk), "nbdinfo \"$uri\"");
+  CommandResult r = Serve("file=" + ShellQuote(junk), "nbdinfo \"$uri\"");
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("junk.vhdx: "), std::string::npos) << r.output;
 }
@@ -374,13 +368,13 @@ TEST_F(NbdkitTest, DirtyLogCorpusImageServedReadOnly) {
   fs::copy_file(DecompressCorpusImage(name), image);
   const std::string before = Sha256OfFile(image);
   const std::string copy = dir_ + "/copy.raw";
-  CommandResult r = Serve("file=" + Q(image), "nbdinfo --json \"$uri\" && nbdcopy \"$uri\" " + copy, "-r");
+  CommandResult r = Serve("file=" + ShellQuote(image), "nbdinfo --json \"$uri\" && nbdcopy \"$uri\" " + copy, "-r");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(fs::file_size(copy), 10ull << 30);
   EXPECT_EQ(SparseSha256(copy), content_sha);
   EXPECT_EQ(Sha256OfFile(image), before);
   // Still dirty: a read-only open replays in memory only.
-  CommandResult info = VhdxStdout("info --output=json " + Q(image));
+  CommandResult info = VhdxStdout("info --output=json " + ShellQuote(image));
   EXPECT_EQ(ParseJson(info.output)["dirty"], true) << info.output;
 }
 

@@ -27,7 +27,6 @@ namespace fs = std::filesystem;
 
 constexpr uint64_t kMiB = 1ull << 20;
 
-std::string Q(const std::string& s) { return "'" + s + "'"; }
 
 // The expected virtual disk: a sparse raw file that receives every change
 // made to the image under test.
@@ -232,24 +231,24 @@ void ExpectLibraryReadsModel(const std::string& path, const RawModel& model) {
 // converts it to the model's bytes; libvhdi opens it with the right size.
 void ExpectPeersReadModel(const std::string& path, const RawModel& model) {
   const std::string model_sha = model.Sha256();
-  CommandResult r = vhdx::test::Run("qemu-img check -f vhdx " + Q(path));
+  CommandResult r = vhdx::test::Run("qemu-img check -f vhdx " + ShellQuote(path));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("No errors"), std::string::npos) << r.output;
 
-  r = vhdx::test::Run(fmt::format("qemu-img compare -f vhdx -F raw {} {}", Q(path), Q(model.path())));
+  r = vhdx::test::Run(fmt::format("qemu-img compare -f vhdx -F raw {} {}", ShellQuote(path), ShellQuote(model.path())));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("Images are identical."), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("mismatch"), std::string::npos) << r.output;
 
   std::string raw = path + ".qemu.raw";
-  r = vhdx::test::Run(fmt::format("qemu-img convert -f vhdx -O raw {} {}", Q(path), Q(raw)));
+  r = vhdx::test::Run(fmt::format("qemu-img convert -f vhdx -O raw {} {}", ShellQuote(path), ShellQuote(raw)));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(fs::file_size(raw), model.size());
   EXPECT_EQ(Sha256OfFile(raw), model_sha) << "qemu-img convert reads other bytes than the model";
   fs::remove(raw);
 
   if (HaveTool("vhdiinfo")) {
-    r = vhdx::test::Run("vhdiinfo " + Q(path));
+    r = vhdx::test::Run("vhdiinfo " + ShellQuote(path));
     EXPECT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find(fmt::format("({} bytes)", model.size())), std::string::npos) << r.output;
   } else {
@@ -364,10 +363,10 @@ TEST_P(AlternatingWritersTest, QemuIoWritesOnOurImageThenWeWriteAgain) {
     ASSERT_TRUE(st.ok()) << st.message();
   }
 
-  CommandResult r = vhdx::test::Run("qemu-io -f vhdx" + w.QemuIoScript(model, 10) + " " + Q(path));
+  CommandResult r = vhdx::test::Run("qemu-io -f vhdx" + w.QemuIoScript(model, 10) + " " + ShellQuote(path));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output.find("failed"), std::string::npos) << r.output;
-  r = vhdx::test::Run("qemu-img check -f vhdx " + Q(path));
+  r = vhdx::test::Run("qemu-img check -f vhdx " + ShellQuote(path));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   ExpectLibraryReadsModel(path, model);
 
@@ -391,10 +390,10 @@ TEST_P(AlternatingWritersTest, WeWriteOnAQemuImage) {
   fs::remove(path);
   CommandResult r = vhdx::test::Run(fmt::format(
       "qemu-img create -f vhdx -o subformat={},block_size={} {} {}",
-      s.type == DiskType::kFixed ? "fixed" : "dynamic", s.block_size, Q(path), s.virtual_size));
+      s.type == DiskType::kFixed ? "fixed" : "dynamic", s.block_size, ShellQuote(path), s.virtual_size));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   Workload w(/*seed=*/11 + s.block_size, s.virtual_size, s.block_size, 512);
-  r = vhdx::test::Run("qemu-io -f vhdx" + w.QemuIoScript(model, 12) + " " + Q(path));
+  r = vhdx::test::Run("qemu-io -f vhdx" + w.QemuIoScript(model, 12) + " " + ShellQuote(path));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output.find("failed"), std::string::npos) << r.output;
 
@@ -511,24 +510,24 @@ TEST(WriteInterop, QemuReplaysTheLogOfAnImageWeLeftDirty) {
     EXPECT_EQ(Sha256OfFile(copy), before) << "a read-only open changed the file";
 
     // QEMU will not open it read-only, as with the corpus's dirty image.
-    CommandResult r = vhdx::test::Run("qemu-img check -f vhdx " + Q(copy));
+    CommandResult r = vhdx::test::Run("qemu-img check -f vhdx " + ShellQuote(copy));
     EXPECT_NE(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find("log that needs to be replayed"), std::string::npos) << r.output;
     std::string raw = copy + ".qemu.raw";
-    r = vhdx::test::Run(fmt::format("qemu-img convert -f vhdx -O raw {} {}", Q(copy), Q(raw)));
+    r = vhdx::test::Run(fmt::format("qemu-img convert -f vhdx -O raw {} {}", ShellQuote(copy), ShellQuote(raw)));
     EXPECT_NE(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find("replay"), std::string::npos) << r.output;
     EXPECT_EQ(Sha256OfFile(copy), before);
 
     // Its repair replays our log: the file changes, checks clean and reads
     // as the model.
-    r = vhdx::test::Run("qemu-img check -r all -f vhdx " + Q(copy));
+    r = vhdx::test::Run("qemu-img check -r all -f vhdx " + ShellQuote(copy));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find("repaired"), std::string::npos) << r.output;
     EXPECT_NE(Sha256OfFile(copy), before) << "qemu-img check -r all did not replay the log";
     EXPECT_EQ(ReadFileRange(copy, bat_offset, bat_applied.size()), bat_applied)
         << "QEMU's replay left other BAT bytes than our own in-place writes";
-    r = vhdx::test::Run(fmt::format("qemu-img convert -f vhdx -O raw {} {}", Q(copy), Q(raw)));
+    r = vhdx::test::Run(fmt::format("qemu-img convert -f vhdx -O raw {} {}", ShellQuote(copy), ShellQuote(raw)));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     EXPECT_EQ(Sha256OfFile(raw), model_sha) << "QEMU's replay of our log reads other bytes than the model";
     fs::remove(raw);

@@ -113,6 +113,12 @@ void WriteWholeFile(const std::string& path, const std::vector<uint8_t>& data) {
   if (!out) throw std::runtime_error("cannot write " + path);
 }
 
+std::string ShellQuote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
 CommandResult Run(const std::string& command) {
   CommandResult r;
   FILE* p = popen((command + " 2>&1").c_str(), "r");

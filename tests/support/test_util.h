@@ -55,6 +55,8 @@ struct CommandResult {
 };
 // Runs a shell command line; captures its output.
 CommandResult Run(const std::string& command);
+// Shell-quotes `s` for Run (nests: a quoted command can be quoted again).
+std::string ShellQuote(const std::string& s);
 // Path of the vhdx CLI built alongside the tests.
 std::string CliPath();
 // True when `tool` is on PATH.
