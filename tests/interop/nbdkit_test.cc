@@ -26,10 +26,7 @@ constexpr uint64_t kMiB = 1 << 20;
 constexpr uint64_t kDiskSize = 64 * kMiB;
 
 
-// build/bin/vhdx -> build/lib/nbdkit-vhdx-plugin.so
-std::string PluginPath() {
-  return (fs::path(CliPath()).parent_path().parent_path() / "lib" / "nbdkit-vhdx-plugin.so").string();
-}
+std::string PluginPath() { return NbdkitPluginPath(); }
 
 #if defined(__SANITIZE_ADDRESS__)
 constexpr bool kSanitized = true;
@@ -183,6 +180,27 @@ TEST_F(NbdkitTest, InfoAndBlockStatusMatchVhdxMap) {
   EXPECT_EQ(served, want);
 }
 
+// qemu-img map over NBD (what `qemu-img convert` from nbd:// consults to
+// skip holes): data only where the image has data.
+TEST_F(NbdkitTest, QemuImgMapOverNbdShowsTheHoles) {
+  if (!HaveTool("qemu-img")) GTEST_SKIP() << "qemu-img not installed";
+  MakeDisk();
+  CommandResult map = Serve("file=" + ShellQuote(disk_), "qemu-img map --output=json -f raw \"$uri\"", "-r");
+  ASSERT_EQ(map.exit_code, 0) << map.output;
+  std::vector<NbdExtent> served;
+  for (const json& x : ParseJson(map.output)) {
+    const bool data = x["data"].get<bool>(), zero = x["zero"].get<bool>();
+    AppendMerged(&served, {x["start"].get<uint64_t>(), x["length"].get<uint64_t>(), (data ? 0 : 1) | (zero ? 2 : 0)});
+  }
+  // Unallocated and ZERO blocks are holes reading as zeros; the partly
+  // written block (10M) is data as a whole.
+  std::vector<NbdExtent> want = {{0, 2 * kMiB, 3},        {2 * kMiB, kMiB, 0},  {3 * kMiB, 7 * kMiB, 3},
+                                 {10 * kMiB, kMiB, 0},    {11 * kMiB, 29 * kMiB, 3},
+                                 {40 * kMiB, kMiB, 0},    {41 * kMiB, kMiB, 3}, {42 * kMiB, kMiB, 0},
+                                 {43 * kMiB, 21 * kMiB, 3}};
+  EXPECT_EQ(served, want) << map.output;
+}
+
 TEST_F(NbdkitTest, NbdcopyMatchesConvert) {
   MakeDisk();
   const std::string copy = dir_ + "/copy.raw", ref = dir_ + "/ref.raw";
@@ -319,9 +337,6 @@ TEST_F(NbdkitTest, ReadonlyRefusesWrites) {
 }
 
 TEST_F(NbdkitTest, BadParametersFailWithAMessage) {
-  // nbdkit with the ASan runtime preloaded does not exit after a plugin's
-  // configuration error; the Release run covers these cases.
-  if (kSanitized) GTEST_SKIP() << "configuration errors are tested in the non-sanitizer build";
   MakeDisk();
   struct Case {
     std::string params, message;
@@ -332,17 +347,23 @@ TEST_F(NbdkitTest, BadParametersFailWithAMessage) {
            {"file=" + ShellQuote(disk_) + " readonly=perhaps", "perhaps"},
            {"file=" + ShellQuote(disk_) + " colour=blue", "unknown parameter 'colour'"},
        }) {
+    // Under ASan (runtime preloaded into nbdkit), nbdkit exiting after this
+    // error deadlocks in p11-kit's exit handler (freelocale waits for the
+    // setlocale lock): not our code, and the Release run covers the case.
+    if (kSanitized && c.message == "missing.vhdx") continue;
     CommandResult r = Serve(c.params, "nbdinfo \"$uri\"");
     EXPECT_NE(r.exit_code, 0) << c.params << "\n" << r.output;
     EXPECT_NE(r.output.find(c.message), std::string::npos) << c.params << "\n" << r.output;
   }
-  // Not a VHDX file: nbdkit starts, the connection fails with the library's
-  // message.
+  // Not a VHDX file, or a child whose parent is missing: nbdkit refuses to
+  // start (the image is opened once before serving), with the library's
+  // message naming the file.
   const std::string junk = dir_ + "/junk.vhdx";
   WriteWholeFile(junk, std::vector<uint8_t>(1 << 20, 0x41));
-  CommandResult r = Serve("file=" + ShellQuote(junk), "nbdinfo \"$uri\"");
+  CommandResult r = Serve("file=" + ShellQuote(junk), "echo served");
   EXPECT_NE(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("junk.vhdx: "), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("served"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("junk.vhdx: file type identifier at offset 0x0"), std::string::npos) << r.output;
 }
 
 // The corpus image whose log QEMU left unreplayed: served read-only it reads
@@ -376,6 +397,46 @@ TEST_F(NbdkitTest, DirtyLogCorpusImageServedReadOnly) {
   // Still dirty: a read-only open replays in memory only.
   CommandResult info = VhdxStdout("info --output=json " + ShellQuote(image));
   EXPECT_EQ(ParseJson(info.output)["dirty"], true) << info.output;
+}
+
+// `cmake --install` (into a staging DESTDIR here) puts the CLI under the
+// prefix and the plugin in the folder nbdkit searches for plugins by name,
+// so after a real install `nbdkit vhdx file=...` works.
+TEST_F(NbdkitTest, InstallPutsThePluginWhereNbdkitLooks) {
+  if (!HaveTool("cmake")) GTEST_SKIP() << "cmake not installed";
+  MakeDisk();
+  const std::string build = fs::path(CliPath()).parent_path().parent_path().string();
+  const std::string dest = dir_ + "/dest";
+  CommandResult install = vhdx::test::Run(fmt::format("DESTDIR={} cmake --install {} --prefix /opt/vhdx-test",
+                                                      ShellQuote(dest), ShellQuote(build)));
+  ASSERT_EQ(install.exit_code, 0) << install.output;
+  // The plugin folder nbdkit was built with.
+  CommandResult config = vhdx::test::Run("nbdkit --dump-config");
+  ASSERT_EQ(config.exit_code, 0) << config.output;
+  const size_t at = config.output.find("plugindir=");
+  ASSERT_NE(at, std::string::npos) << config.output;
+  const std::string plugindir = config.output.substr(at + 10, config.output.find('\n', at) - at - 10);
+  const std::string plugin = dest + plugindir + "/nbdkit-vhdx-plugin.so";
+  ASSERT_TRUE(fs::exists(plugin)) << install.output;
+  const std::string cli = dest + "/opt/vhdx-test/bin/vhdx";
+  CommandResult version = vhdx::test::Run(ShellQuote(cli) + " --version");
+  EXPECT_EQ(version.exit_code, 0) << version.output;
+  EXPECT_EQ(version.output, vhdx::test::Run(CliPath() + " --version").output);
+  // The installed plugin serves the disk.
+  std::string prefix;
+  if (kSanitized) prefix = "LD_PRELOAD=\"$(gcc -print-file-name=libasan.so)\" ASAN_OPTIONS=detect_leaks=0 ";
+  CommandResult dump = vhdx::test::Run(prefix + "nbdkit --dump-plugin " + ShellQuote(plugin));
+  EXPECT_EQ(dump.exit_code, 0) << dump.output;
+  EXPECT_NE(dump.output.find("name=vhdx"), std::string::npos) << dump.output;
+  EXPECT_NE(dump.output.find("thread_model=parallel"), std::string::npos) << dump.output;
+  const std::string copy = dir_ + "/copy.raw";
+  CommandResult r = vhdx::test::Run(prefix + "timeout -k 5 120 nbdkit -r -U - " + ShellQuote(plugin) + " file=" +
+                                    ShellQuote(disk_) + " --run " + ShellQuote("unset LD_PRELOAD; nbdcopy \"$uri\" " + copy));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::vector<uint8_t> bytes = ReadWholeFile(copy);
+  ASSERT_EQ(bytes.size(), kDiskSize);
+  EXPECT_EQ(bytes[2 * kMiB], 0x11);
+  EXPECT_EQ(bytes[42 * kMiB], 0x33);
 }
 
 }  // namespace

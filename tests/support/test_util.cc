@@ -133,6 +133,11 @@ CommandResult Run(const std::string& command) {
 
 std::string CliPath() { return VHDX_CLI_PATH; }
 
+// build/bin/vhdx -> build/lib/nbdkit-vhdx-plugin.so
+std::string NbdkitPluginPath() {
+  return (std::filesystem::path(CliPath()).parent_path().parent_path() / "lib" / "nbdkit-vhdx-plugin.so").string();
+}
+
 bool HaveTool(const std::string& tool) {
   return Run("command -v " + tool + " >/dev/null").exit_code == 0;
 }

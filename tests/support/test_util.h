@@ -59,6 +59,9 @@ CommandResult Run(const std::string& command);
 std::string ShellQuote(const std::string& s);
 // Path of the vhdx CLI built alongside the tests.
 std::string CliPath();
+// Path of the nbdkit plugin built alongside the CLI (it may not exist: it
+// is built only where nbdkit-plugin.h is installed).
+std::string NbdkitPluginPath();
 // True when `tool` is on PATH.
 bool HaveTool(const std::string& tool);
 

@@ -5,10 +5,13 @@
 //
 // One Image serves every connection: the library is thread safe, so the
 // thread model is PARALLEL, and a flush on any connection makes every
-// connection's completed writes durable (multi-conn). The image is opened
-// when the first client connects, because only then does the plugin learn
-// whether nbdkit was started with -r; it is closed (log applied, LogGuid
-// cleared) when nbdkit shuts down.
+// connection's completed writes durable (multi-conn). Before serving, the
+// image (and its chain) is opened read-only once, so a missing or damaged
+// file stops nbdkit at startup with the library's one-line message. The
+// image is then opened for serving when the first client connects, because
+// only then does the plugin learn whether nbdkit was started with -r (with
+// readonly=true the startup open is kept). It is closed (log applied,
+// LogGuid cleared) when nbdkit shuts down.
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
@@ -73,7 +76,9 @@ void vhdx_unload() {
 int vhdx_config(const char* key, const char* value) {
   std::string k = key;
   if (k == "file") {
-    char* path = nbdkit_realpath(value);
+    // Absolute (nbdkit changes directory when it daemonises); whether it
+    // exists and is a VHDX image is for the library to say, in get_ready.
+    char* path = nbdkit_absolute_path(value);
     if (!path) return -1;
     state->file = path;
     free(path);
@@ -101,6 +106,23 @@ int vhdx_config_complete() {
   return 0;
 }
 
+vhdx::OpenOptions OptionsFor(bool read_only) {
+  vhdx::OpenOptions options;
+  options.read_only = read_only;
+  options.parent_dirs = state->parent_dirs;
+  return options;
+}
+
+// Validates the image before nbdkit serves (and before it daemonises), so
+// errors reach the user who started it. A read-only open writes nothing: a
+// dirty log is replayed in memory.
+int vhdx_get_ready() {
+  auto image = vhdx::Image::Open(state->file, OptionsFor(true));
+  if (!image.ok()) return Fail(image.status());
+  if (state->readonly_param) state->image = std::move(*image);
+  return 0;
+}
+
 // Flush, apply the log, clear LogGuid: the file is clean for any reader
 // once nbdkit has exited. Runs after the last connection closed.
 void vhdx_cleanup() {
@@ -113,16 +135,14 @@ void vhdx_cleanup() {
 void* vhdx_open(int readonly) {
   std::lock_guard<std::mutex> lock(state->open_mutex);
   if (!state->image) {
-    vhdx::OpenOptions options;
-    options.read_only = state->readonly_param || readonly;
-    options.parent_dirs = state->parent_dirs;
-    auto image = vhdx::Image::Open(state->file, options);
+    const bool read_only = state->readonly_param || readonly;
+    auto image = vhdx::Image::Open(state->file, OptionsFor(read_only));
     if (!image.ok()) {
       Fail(image.status());
       return nullptr;
     }
     state->image = std::move(*image);
-    state->image_read_only = options.read_only;
+    state->image_read_only = read_only;
   }
   // Every connection shares the one image; the handle only has to be
   // non-null.
@@ -205,6 +225,7 @@ struct nbdkit_plugin MakePlugin() {
       "readonly=true|false  Open the image read-only (a dirty log is replayed in memory).\n"
       "parent-dir=<DIR>     Where to look for the parents of a differencing image (repeatable).";
   p.magic_config_key = "file";
+  p.get_ready = vhdx_get_ready;
   p.open = vhdx_open;
   p.get_size = vhdx_get_size;
   p.can_write = vhdx_can_write;
