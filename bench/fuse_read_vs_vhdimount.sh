@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# Sequential read through a FUSE mount: `vhdx mount` against libvhdi's
+# vhdimount, both mounting the same image read-only:
+#   image   2 GiB dynamic VHDX, 32 MiB blocks, half full: 1024 pieces of
+#           1 MiB of incompressible data at scattered 1 MiB slots (fixed
+#           seed), made by `vhdx convert -O vhdx --block-size 32M` from a
+#           sparse raw disk (the image of nbd_read_vs_qemu_nbd.sh)
+#   vhdx    vhdx mount -r IMAGE MNT_VHDX         -> MNT_VHDX/disk
+#   vhdi    vhdimount IMAGE MNT_VHDI             -> MNT_VHDI/vhdi1
+# Timed (the image file's pages warm in the page cache), with REPS runs
+# alternating which mount goes first, after one untimed run each:
+#   first read, bs=1M / 128K / 512   dd if=FILE of=/dev/null bs=N, each run
+#                     on a fresh mount (unmounted and mounted again, outside
+#                     the timing), so the kernel holds no cached page of the
+#                     disk file: what copying a disk out once costs. 512 is
+#                     dd's default block size.
+#   re-read, bs=1M    the same on a mount that has been read before: `vhdx
+#                     mount` keeps the kernel's page cache of the disk file
+#                     across opens (the image cannot change behind it);
+#                     vhdimount's cache is dropped at each open.
+# and, with COLD=1 (root only), one run of dd bs=1M each after dropping the
+# page cache. Before timing, `sha256sum` of both files must equal `vhdx
+# convert -O raw IMAGE - | sha256sum`. The results are medians of
+# wall-clock time, MB/s (10^6 bytes of virtual disk per second), the ratio
+# vhdimount time / vhdx mount time (goal: >= 5) and the CPU time of each
+# mount's daemon during the run (utime + stime of /proc/PID/stat, all
+# threads; dd's own CPU is the same for both and is not reported).
+#
+#   bench/fuse_read_vs_vhdimount.sh [WORKDIR]   scratch files go to a fresh
+#                                               folder inside WORKDIR
+#                                               (default /var/tmp), removed
+#                                               at exit; needs ~2.5 GiB free
+# Needs /dev/fuse. Environment: VHDX (our binary, default build/bin/vhdx),
+# REPS (timed runs per case, default 5), SIZE (virtual size, default 2G),
+# COLD=0 skips the cold runs, TIMER=date times with `date +%s.%N` even when
+# hyperfine is installed.
+set -euo pipefail
+
+VHDX=$(realpath -m "${VHDX:-$(dirname "$0")/../build/bin/vhdx}")
+base_dir=$(realpath -m "${1:-${TMPDIR:-/var/tmp}}")
+REPS=${REPS:-5}
+SIZE=${SIZE:-2G}
+COLD=${COLD:-1}
+
+bench_name=fuse_read_vs_vhdimount
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+require_vhdx "does not run" --version
+require_tools vhdimount fusermount pgrep mountpoint openssl shuf awk sha256sum /usr/bin/time
+[ -c /dev/fuse ] || die "/dev/fuse is missing: no FUSE mounts here (in a container, pass --device /dev/fuse)"
+{ [ -r /dev/fuse ] && [ -w /dev/fuse ]; } || die "/dev/fuse is not readable and writable by $(id -un): no FUSE mounts"
+choose_timer
+check_cold
+make_scratch "$base_dir" vhdx-fuse-bench
+
+size=$(numfmt --from=iec "$SIZE")
+mib=$((size >> 20))
+((size % (1 << 20) == 0 && mib >= 64)) || die "SIZE must be a whole number of MiB, at least 64M"
+clock_ticks=$(getconf CLK_TCK)
+mnt_v="$work/mnt-vhdx"
+mnt_i="$work/mnt-vhdi"
+mkdir "$mnt_v" "$mnt_i"
+
+# Unmounts whatever is still mounted; the scratch folder is removed only
+# when nothing is mounted in it any more (rm -rf must not walk a mount).
+cleanup() {
+  if mountpoint -q "$mnt_v"; then "$VHDX" unmount "$mnt_v" || echo "$bench_name: cannot unmount $mnt_v" >&2; fi
+  if mountpoint -q "$mnt_i"; then
+    fusermount -u "$mnt_i" 2>/dev/null || umount "$mnt_i" || echo "$bench_name: cannot unmount $mnt_i" >&2
+  fi
+  if mountpoint -q "$mnt_v" || mountpoint -q "$mnt_i"; then
+    echo "$bench_name: $work left in place: still mounted" >&2
+  else
+    rm -rf "$work"
+  fi
+}
+trap cleanup EXIT
+
+# make_half_full_image OUT: the image described at the top.
+make_half_full_image() {
+  local raw="$work/disk.raw" slots
+  truncate -s "$size" "$raw"
+  slots=$(seq 0 $((mib - 1)) | shuf -n $((mib / 2)) --random-source=<(random_stream 1) | sort -n)
+  random_stream 2 | {
+    for slot in $slots; do dd of="$raw" bs=1M seek="$slot" count=1 conv=notrunc iflag=fullblock status=none; done
+  }
+  "$VHDX" convert -O vhdx --block-size 32M "$raw" "$1"
+  rm -f "$raw"
+}
+
+# daemon_pid NAME MOUNTPOINT: the pid of the process named NAME whose last
+# argument is MOUNTPOINT (how both daemons are started here); empty if none.
+daemon_pid() {
+  local pid
+  for pid in $(pgrep -x "$1"); do
+    if [ "$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | tail -1)" = "$2" ]; then
+      echo "$pid"
+      return
+    fi
+  done
+}
+
+# cpu_ticks PID: user + system clock ticks of the process, all its threads
+# included (fields 14 and 15 of /proc/PID/stat, counted after the
+# parenthesised command name); "-" when PID is empty or gone.
+cpu_ticks() {
+  if [ -n "$1" ] && [ -r "/proc/$1/stat" ]; then sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; else echo -; fi
+}
+
+# timed_read PID CMD...: one timed run of CMD; prints "WALL DAEMON_CPU" in
+# seconds, the second being the CPU time process PID used meanwhile ("-"
+# when unknown).
+timed_read() {
+  local pid=$1 before after wall
+  shift
+  before=$(cpu_ticks "$pid")
+  wall=$(time_once "$work/none" "$@" | cut -d' ' -f1)
+  after=$(cpu_ticks "$pid")
+  awk -v w="$wall" -v a="$after" -v b="$before" -v hz="$clock_ticks" \
+    'BEGIN {if (a == "-" || b == "-") print w, "-"; else printf "%s %.2f\n", w, (a - b) / hz}'
+}
+
+versions_line() { echo "vhdx: $VHDX ($("$VHDX" --version)); $( (vhdimount -V 2>/dev/null || true) | head -1); $(uname -sr)"; }
+versions_line
+echo "timer: $timer; $REPS runs per case, alternating vhdx/vhdimount; $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+echo "== building the image: $SIZE virtual, 32M blocks, half full"
+image="$work/disk.vhdx"
+make_half_full_image "$image"
+"$VHDX" info "$image" | sed -n 's/^\(block size\|blocks\|disk size\): /  \1: /p'
+
+echo "== mounting (read-only)"
+"$VHDX" mount -r "$image" "$mnt_v" || die "vhdx mount failed"
+vhdimount "$image" "$mnt_i" >/dev/null || die "vhdimount failed"
+file_v="$mnt_v/disk"
+file_i="$mnt_i/vhdi1"
+for file in "$file_v" "$file_i"; do
+  [ -r "$file" ] || die "$file is missing"
+  [ "$(stat -c %s "$file")" = "$size" ] || die "$file is $(stat -c %s "$file") bytes, not $size"
+done
+pid_v=$(daemon_pid vhdx "$mnt_v")
+pid_i=$(daemon_pid vhdimount "$mnt_i")
+echo "  vhdx mount pid ${pid_v:-not found}, vhdimount pid ${pid_i:-not found}"
+
+echo "== checking that both mounts read the image's bytes"
+want_sha=$("$VHDX" convert -O raw "$image" - | sha256sum | cut -d' ' -f1)
+for file in "$file_v" "$file_i"; do
+  got_sha=$(sha256sum <"$file" | cut -d' ' -f1)
+  [ "$got_sha" = "$want_sha" ] || die "$file reads differently ($got_sha, vhdx convert gives $want_sha)"
+done
+echo "  sha256 $want_sha (vhdx convert, vhdx mount, vhdimount)"
+
+# Fresh mounts (outside the timing): no cached page of the disk files.
+remount_v() {
+  "$VHDX" unmount "$mnt_v" || die "vhdx unmount failed"
+  "$VHDX" mount -r "$image" "$mnt_v" || die "vhdx mount failed"
+  pid_v=$(daemon_pid vhdx "$mnt_v")
+}
+remount_i() {
+  fusermount -u "$mnt_i" || die "fusermount -u $mnt_i failed"
+  vhdimount "$image" "$mnt_i" >/dev/null || die "vhdimount failed"
+  pid_i=$(daemon_pid vhdimount "$mnt_i")
+}
+
+# timed_pair LABEL DD_BLOCK_SIZE FRESH: one untimed run per mount, then REPS
+# alternating timed runs, each on a fresh mount when FRESH is 1; sets wall_v,
+# wall_i (median wall s) and cpu_v, cpu_i (median daemon CPU s).
+timed_pair() {
+  local label=$1 fresh=$3 runs_v=() runs_i=() i
+  local cmd_v=(dd if="$file_v" of=/dev/null bs="$2") cmd_i=(dd if="$file_i" of=/dev/null bs="$2")
+  run_v() { if [ "$fresh" = 1 ]; then remount_v; fi; timed_read "$pid_v" "${cmd_v[@]}"; }
+  run_i() { if [ "$fresh" = 1 ]; then remount_i; fi; timed_read "$pid_i" "${cmd_i[@]}"; }
+  run_v >/dev/null
+  run_i >/dev/null
+  for ((i = 0; i < REPS; i++)); do
+    if ((i % 2 == 0)); then
+      runs_v+=("$(run_v)")
+      runs_i+=("$(run_i)")
+    else
+      runs_i+=("$(run_i)")
+      runs_v+=("$(run_v)")
+    fi
+  done
+  echo "  $label runs (wall s, daemon CPU s): vhdx      $(printf '[%s] ' "${runs_v[@]}")"
+  echo "  $(printf '%*s' ${#label} '')                              vhdimount $(printf '[%s] ' "${runs_i[@]}")"
+  wall_v=$(printf '%s\n' "${runs_v[@]}" | median 1)
+  wall_i=$(printf '%s\n' "${runs_i[@]}" | median 1)
+  cpu_v=-
+  cpu_i=-
+  [ -z "$pid_v" ] || cpu_v=$(printf '%s\n' "${runs_v[@]}" | median 2)
+  [ -z "$pid_i" ] || cpu_i=$(printf '%s\n' "${runs_i[@]}" | median 2)
+}
+
+mb_per_s() { awk -v s="$size" -v t="$1" 'BEGIN {if (t > 0) printf "%.0f", s / t / 1e6; else print "-"}'; }
+
+table=()
+row() {  # LABEL: appends the last result
+  table+=("$(printf '%-24s %8s %8s %9s %9s %10s   %8s %8s' "$1" "$wall_v" "$wall_i" "$(mb_per_s "$wall_v")" \
+    "$(mb_per_s "$wall_i")" "$(ratio "$wall_i" "$wall_v" 2)" "$cpu_v" "$cpu_i")")
+}
+
+echo "== timing (the image file's pages warm)"
+for bs in 1M 128K 512; do
+  timed_pair "first read, bs=$bs" "$bs" 1
+  row "first read, bs=$bs"
+done
+timed_pair "re-read, bs=1M" 1M 0
+row "re-read, bs=1M"
+if [ "$COLD" = 1 ]; then
+  echo "== one cold run each (page cache dropped before each)"
+  remount_v
+  drop_caches
+  cold_v=$(timed_read "$pid_v" dd if="$file_v" of=/dev/null bs=1M)
+  remount_i
+  drop_caches
+  cold_i=$(timed_read "$pid_i" dd if="$file_i" of=/dev/null bs=1M)
+  read -r wall_v cpu_v <<<"$cold_v"
+  read -r wall_i cpu_i <<<"$cold_i"
+  row "first read, bs=1M, cold"
+fi
+
+echo
+echo "== results: median of $REPS runs (cold: one run); MB/s = 10^6 bytes of virtual disk per second;"
+echo "   daemon CPU = user+system seconds of the mount's process during the run"
+printf '%-24s %8s %8s %9s %9s %10s   %8s %8s\n' case "vhdx s" "vhdi s" "vhdx MB/s" "vhdi MB/s" "vhdi/vhdx" \
+  "vhdx CPU" "vhdi CPU"
+printf '%s\n' "${table[@]}"
+echo "goal: vhdi/vhdx >= 5 (vhdx mount at least 5 times as fast as vhdimount)"
