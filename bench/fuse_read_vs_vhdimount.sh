@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sequential read through a FUSE mount: `vhdx mount` against libvhdi's
 # vhdimount, both mounting the same image read-only:
-#   image   2 GiB dynamic VHDX, 32 MiB blocks, half full: 1024 pieces of
+#   image   2 GiB dynamic VHDX, 32 MiB blocks (BLOCK_SIZE), half full: 1024 pieces of
 #           1 MiB of incompressible data at scattered 1 MiB slots (fixed
 #           seed), made by `vhdx convert -O vhdx --block-size 32M` from a
 #           sparse raw disk (the image of nbd_read_vs_qemu_nbd.sh)
@@ -32,6 +32,8 @@
 #                                               at exit; needs ~2.5 GiB free
 # Needs /dev/fuse. Environment: VHDX (our binary, default build/bin/vhdx),
 # REPS (timed runs per case, default 5), SIZE (virtual size, default 2G),
+# BLOCK_SIZE (of the image, default 32M; with 1M half the blocks are
+# unallocated),
 # COLD=0 skips the cold runs, TIMER=date times with `date +%s.%N` even when
 # hyperfine is installed.
 set -euo pipefail
@@ -40,6 +42,7 @@ VHDX=$(realpath -m "${VHDX:-$(dirname "$0")/../build/bin/vhdx}")
 base_dir=$(realpath -m "${1:-${TMPDIR:-/var/tmp}}")
 REPS=${REPS:-5}
 SIZE=${SIZE:-2G}
+BLOCK_SIZE=${BLOCK_SIZE:-32M}  # Hyper-V's default; WSL's ext4.vhdx uses 1M
 COLD=${COLD:-1}
 
 bench_name=fuse_read_vs_vhdimount
@@ -84,7 +87,7 @@ make_half_full_image() {
   random_stream 2 | {
     for slot in $slots; do dd of="$raw" bs=1M seek="$slot" count=1 conv=notrunc iflag=fullblock status=none; done
   }
-  "$VHDX" convert -O vhdx --block-size 32M "$raw" "$1"
+  "$VHDX" convert -O vhdx --block-size "$BLOCK_SIZE" "$raw" "$1"
   rm -f "$raw"
 }
 
@@ -124,7 +127,7 @@ versions_line() { echo "vhdx: $VHDX ($("$VHDX" --version)); $( (vhdimount -V 2>/
 versions_line
 echo "timer: $timer; $REPS runs per case, alternating vhdx/vhdimount; $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-echo "== building the image: $SIZE virtual, 32M blocks, half full"
+echo "== building the image: $SIZE virtual, $BLOCK_SIZE blocks, half full"
 image="$work/disk.vhdx"
 make_half_full_image "$image"
 "$VHDX" info "$image" | sed -n 's/^\(block size\|blocks\|disk size\): /  \1: /p'
@@ -170,6 +173,9 @@ timed_pair() {
   local cmd_v=(dd if="$file_v" of=/dev/null bs="$2") cmd_i=(dd if="$file_i" of=/dev/null bs="$2")
   run_v() { if [ "$fresh" = 1 ]; then remount_v; fi; timed_read "$pid_v" "${cmd_v[@]}"; }
   run_i() { if [ "$fresh" = 1 ]; then remount_i; fi; timed_read "$pid_i" "${cmd_i[@]}"; }
+  # The fresh runs remounted in subshells: find the daemons again.
+  pid_v=$(daemon_pid vhdx "$mnt_v")
+  pid_i=$(daemon_pid vhdimount "$mnt_i")
   run_v >/dev/null
   run_i >/dev/null
   for ((i = 0; i < REPS; i++)); do
@@ -209,6 +215,7 @@ row "re-read, bs=1M"
 if [ "$COLD" = 1 ]; then
   echo "== one cold run each (page cache dropped before each)"
   remount_v
+  ls "$mnt_v" >/dev/null  # the first request after mounting sets the readahead
   drop_caches
   cold_v=$(timed_read "$pid_v" dd if="$file_v" of=/dev/null bs=1M)
   remount_i

@@ -3,7 +3,7 @@
 # serving the same image, read by nbdcopy:
 #   image   2 GiB dynamic VHDX, 32 MiB blocks, half full: 1024 pieces of
 #           1 MiB of incompressible data at scattered 1 MiB slots (fixed
-#           seed), made by `vhdx convert -O vhdx --block-size 32M` from a
+#           seed), made by `vhdx convert -O vhdx --block-size 32M` (BLOCK_SIZE) from a
 #           sparse raw disk. Every 32 MiB block holds some data, so every
 #           block is allocated and the image has no holes to skip.
 #   vhdx    nbdkit -r -U vhdx.sock PLUGIN file=IMAGE
@@ -37,7 +37,9 @@
 #                                             needs ~2.5 GiB free
 # Environment: VHDX (our binary, default build/bin/vhdx), PLUGIN (default
 # build/lib/nbdkit-vhdx-plugin.so), REPS (timed runs per case, default 5),
-# SIZE (virtual size, default 2G), TIMER=date times with `date +%s.%N` even
+# SIZE (virtual size, default 2G), BLOCK_SIZE (of the image, default 32M;
+# with 1M half the blocks are unallocated and the plugin reports them as
+# holes), TIMER=date times with `date +%s.%N` even
 # when hyperfine is installed.
 set -euo pipefail
 
@@ -46,6 +48,7 @@ PLUGIN=$(realpath -m "${PLUGIN:-$(dirname "$0")/../build/lib/nbdkit-vhdx-plugin.
 base_dir=$(realpath -m "${1:-${TMPDIR:-/var/tmp}}")
 REPS=${REPS:-5}
 SIZE=${SIZE:-2G}
+BLOCK_SIZE=${BLOCK_SIZE:-32M}  # with 1M, half the blocks are unallocated: holes in block status
 QEMU_NBD_SHARED=8  # clients qemu-nbd accepts at once: > 1 turns on multi-conn
 
 bench_name=nbd_read_vs_qemu_nbd
@@ -86,7 +89,7 @@ make_half_full_image() {
   random_stream 2 | {
     for slot in $slots; do dd of="$raw" bs=1M seek="$slot" count=1 conv=notrunc iflag=fullblock status=none; done
   }
-  "$VHDX" convert -O vhdx --block-size 32M "$raw" "$1"
+  "$VHDX" convert -O vhdx --block-size "$BLOCK_SIZE" "$raw" "$1"
   rm -f "$raw"
 }
 
@@ -120,7 +123,7 @@ versions_line() {
 versions_line
 echo "timer: $timer; $REPS runs per case, alternating vhdx/qemu-nbd; $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-echo "== building the image: $SIZE virtual, 32M blocks, half full"
+echo "== building the image: $SIZE virtual, $BLOCK_SIZE blocks, half full"
 image="$work/disk.vhdx"
 make_half_full_image "$image"
 "$VHDX" info "$image" | sed -n 's/^\(block size\|blocks\|disk size\): /  \1: /p'
