@@ -9,9 +9,8 @@
 // image (and its chain) is opened read-only once, so a missing or damaged
 // file stops nbdkit at startup with the library's one-line message. The
 // image is then opened for serving when the first client connects, because
-// only then does the plugin learn whether nbdkit was started with -r (with
-// readonly=true the startup open is kept). It is closed (log applied,
-// LogGuid cleared) when nbdkit shuts down.
+// only then does the plugin learn whether nbdkit was started with -r. It is
+// closed (log applied, LogGuid cleared) when nbdkit shuts down.
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
@@ -115,11 +114,11 @@ vhdx::OpenOptions OptionsFor(bool read_only) {
 
 // Validates the image before nbdkit serves (and before it daemonises), so
 // errors reach the user who started it. A read-only open writes nothing: a
-// dirty log is replayed in memory.
+// dirty log is replayed in memory. The image is closed again: nbdkit may
+// fork after this, and the one that serves is opened in the serving process.
 int vhdx_get_ready() {
   auto image = vhdx::Image::Open(state->file, OptionsFor(true));
   if (!image.ok()) return Fail(image.status());
-  if (state->readonly_param) state->image = std::move(*image);
   return 0;
 }
 
