@@ -59,7 +59,6 @@ make_scratch "$base_dir" vhdx-fuse-bench
 size=$(numfmt --from=iec "$SIZE")
 mib=$((size >> 20))
 ((size % (1 << 20) == 0 && mib >= 64)) || die "SIZE must be a whole number of MiB, at least 64M"
-clock_ticks=$(getconf CLK_TCK)
 mnt_v="$work/mnt-vhdx"
 mnt_i="$work/mnt-vhdi"
 mkdir "$mnt_v" "$mnt_i"
@@ -79,18 +78,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# make_half_full_image OUT: the image described at the top.
-make_half_full_image() {
-  local raw="$work/disk.raw" slots
-  truncate -s "$size" "$raw"
-  slots=$(seq 0 $((mib - 1)) | shuf -n $((mib / 2)) --random-source=<(random_stream 1) | sort -n)
-  random_stream 2 | {
-    for slot in $slots; do dd of="$raw" bs=1M seek="$slot" count=1 conv=notrunc iflag=fullblock status=none; done
-  }
-  "$VHDX" convert -O vhdx --block-size "$BLOCK_SIZE" "$raw" "$1"
-  rm -f "$raw"
-}
-
 # daemon_pid NAME MOUNTPOINT: the pid of the process named NAME whose last
 # argument is MOUNTPOINT (how both daemons are started here); empty if none.
 daemon_pid() {
@@ -103,33 +90,13 @@ daemon_pid() {
   done
 }
 
-# cpu_ticks PID: user + system clock ticks of the process, all its threads
-# included (fields 14 and 15 of /proc/PID/stat, counted after the
-# parenthesised command name); "-" when PID is empty or gone.
-cpu_ticks() {
-  if [ -n "$1" ] && [ -r "/proc/$1/stat" ]; then sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; else echo -; fi
-}
-
-# timed_read PID CMD...: one timed run of CMD; prints "WALL DAEMON_CPU" in
-# seconds, the second being the CPU time process PID used meanwhile ("-"
-# when unknown).
-timed_read() {
-  local pid=$1 before after wall
-  shift
-  before=$(cpu_ticks "$pid")
-  wall=$(time_once "$work/none" "$@" | cut -d' ' -f1)
-  after=$(cpu_ticks "$pid")
-  awk -v w="$wall" -v a="$after" -v b="$before" -v hz="$clock_ticks" \
-    'BEGIN {if (a == "-" || b == "-") print w, "-"; else printf "%s %.2f\n", w, (a - b) / hz}'
-}
-
 versions_line() { echo "vhdx: $VHDX ($("$VHDX" --version)); $( (vhdimount -V 2>/dev/null || true) | head -1); $(uname -sr)"; }
 versions_line
 echo "timer: $timer; $REPS runs per case, alternating vhdx/vhdimount; $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo "== building the image: $SIZE virtual, $BLOCK_SIZE blocks, half full"
 image="$work/disk.vhdx"
-make_half_full_image "$image"
+make_half_full_image "$image" "$BLOCK_SIZE"
 "$VHDX" info "$image" | sed -n 's/^\(block size\|blocks\|disk size\): /  \1: /p'
 
 echo "== mounting (read-only)"

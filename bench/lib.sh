@@ -1,4 +1,4 @@
-# Helpers shared by the bench/*_vs_qemu.sh scripts; sourced, not run.
+# Helpers shared by the bench/*.sh scripts; sourced, not run.
 # The script sets bench_name (its name in error messages) and VHDX (our
 # binary) before calling them; the helpers that time or measure runs need
 # make_scratch first (they keep their files in $work), and time_once needs
@@ -139,4 +139,40 @@ compare_pair() {
 print_results_legend() {
   echo "== results: median of $REPS warm runs; MB/s = 10^6 bytes of virtual disk per second;"
   echo "   best = fastest warm run; CPU = median user+system; cold = one run after dropping the page cache"
+}
+
+# make_half_full_image OUT BLOCK_SIZE: a dynamic VHDX of $size bytes ($mib
+# MiB) holding $mib/2 pieces of 1 MiB of incompressible data at scattered
+# 1 MiB slots (fixed seed), made by `vhdx convert -O vhdx` from a sparse raw
+# disk in $work.
+make_half_full_image() {
+  local raw="$work/disk.raw" slots
+  truncate -s "$size" "$raw"
+  slots=$(seq 0 $((mib - 1)) | shuf -n $((mib / 2)) --random-source=<(random_stream 1) | sort -n)
+  random_stream 2 | {
+    for slot in $slots; do dd of="$raw" bs=1M seek="$slot" count=1 conv=notrunc iflag=fullblock status=none; done
+  }
+  "$VHDX" convert -O vhdx --block-size "$2" "$raw" "$1"
+  rm -f "$raw"
+}
+
+# cpu_ticks PID: user + system clock ticks of the process, all its threads
+# included (fields 14 and 15 of /proc/PID/stat, counted after the
+# parenthesised command name, which could hold spaces); "-" when PID is
+# empty or gone.
+cpu_ticks() {
+  if [ -n "$1" ] && [ -r "/proc/$1/stat" ]; then sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; else echo -; fi
+}
+
+# timed_read PID CMD...: one timed run of CMD (time_once); prints "WALL CPU"
+# in seconds, CPU being what process PID (a server or FUSE daemon) used
+# meanwhile ("-" when unknown).
+timed_read() {
+  local pid=$1 before after wall
+  shift
+  before=$(cpu_ticks "$pid")
+  wall=$(time_once "$work/none" "$@" | cut -d' ' -f1)
+  after=$(cpu_ticks "$pid")
+  awk -v w="$wall" -v a="$after" -v b="$before" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN {if (a == "-" || b == "-") print w, "-"; else printf "%s %.2f\n", w, (a - b) / hz}'
 }

@@ -63,7 +63,6 @@ make_scratch "$base_dir" vhdx-nbd-bench
 size=$(numfmt --from=iec "$SIZE")
 mib=$((size >> 20))
 ((size % (1 << 20) == 0 && mib >= 64)) || die "SIZE must be a whole number of MiB, at least 64M"
-clock_ticks=$(getconf CLK_TCK)
 
 # The servers are daemons, not our children: stopped by the pid they wrote,
 # then waited for (nbdkit closes the image on its way out).
@@ -81,36 +80,6 @@ stop_servers() {
 }
 trap 'stop_servers; rm -rf "$work"' EXIT
 
-# make_half_full_image OUT: the image described at the top.
-make_half_full_image() {
-  local raw="$work/disk.raw" slots
-  truncate -s "$size" "$raw"
-  slots=$(seq 0 $((mib - 1)) | shuf -n $((mib / 2)) --random-source=<(random_stream 1) | sort -n)
-  random_stream 2 | {
-    for slot in $slots; do dd of="$raw" bs=1M seek="$slot" count=1 conv=notrunc iflag=fullblock status=none; done
-  }
-  "$VHDX" convert -O vhdx --block-size "$BLOCK_SIZE" "$raw" "$1"
-  rm -f "$raw"
-}
-
-# server_cpu_ticks PID: user + system clock ticks of the process, all its
-# threads included (fields 14 and 15 of /proc/PID/stat, counted after the
-# parenthesised command name, which could hold spaces).
-server_cpu_ticks() {
-  sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
-}
-
-# timed_read PID CMD...: one timed run of CMD; prints "WALL SERVER_CPU" in
-# seconds, the second being the CPU time process PID used meanwhile.
-timed_read() {
-  local pid=$1 before after wall
-  shift
-  before=$(server_cpu_ticks "$pid")
-  wall=$(time_once "$work/none" "$@" | cut -d' ' -f1)
-  after=$(server_cpu_ticks "$pid")
-  awk -v w="$wall" -v a="$after" -v b="$before" -v hz="$clock_ticks" 'BEGIN {printf "%s %.2f\n", w, (a - b) / hz}'
-}
-
 # holes_mib URI: MiB that the server's block status reports as hole or zero.
 holes_mib() {
   nbdinfo --map "$1" | awk '$3 != 0 {n += $2} END {printf "%.0f", n / 1048576}'
@@ -125,7 +94,7 @@ echo "timer: $timer; $REPS runs per case, alternating vhdx/qemu-nbd; $(nproc) co
 
 echo "== building the image: $SIZE virtual, $BLOCK_SIZE blocks, half full"
 image="$work/disk.vhdx"
-make_half_full_image "$image"
+make_half_full_image "$image" "$BLOCK_SIZE"
 "$VHDX" info "$image" | sed -n 's/^\(block size\|blocks\|disk size\): /  \1: /p'
 
 echo "== starting the servers (read-only, Unix sockets)"
