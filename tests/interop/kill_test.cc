@@ -9,6 +9,11 @@
 //   - replay its log on disk when opened read-write (`vhdx check -r all`),
 //     then be clean, pass `qemu-img check` and read the same bytes (compared
 //     by qemu-img too).
+// A killed process leaves the host's page cache intact: this is the crash
+// of the server, not a power failure (the core crash tests replay every
+// write and fsync into a simulated power loss). The kernel serialises
+// writes and fsyncs on one FUSE file, so only the NBD half has requests in
+// flight concurrently.
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -84,7 +89,7 @@ std::vector<uint8_t> Payload(const Op& op) {
 // kOps operations over distinct slots in a shuffled order (fixed seed): the
 // first quarter of the disk holds data already (in-place writes), the rest
 // is unallocated (each first write there allocates a 1 MiB block through
-// the log). Every seventh is a zeroing.
+// the log). A third of those in the written quarter are zeroings.
 std::vector<Op> MakeOps(uint32_t seed) {
   std::vector<uint64_t> slots(kDiskSize / kSlot);
   for (size_t i = 0; i < slots.size(); ++i) slots[i] = i;
@@ -95,7 +100,9 @@ std::vector<Op> MakeOps(uint32_t seed) {
     Op& op = ops[i];
     op.offset = slots[i] * kSlot + (rng() % 8) * kSector;
     op.length = static_cast<uint32_t>(4096 * (1 + rng() % 15));  // up to 60 KiB: stays in the slot
-    op.zero = i % 7 == 3;
+    // Zeroing only where the old bytes are not zeros, so a lost zeroing
+    // shows.
+    op.zero = slots[i] * kSlot < kBaseBytes && i % 3 == 0;
     op.seed = static_cast<uint8_t>(i * 13 + 1);
   }
   return ops;
@@ -145,14 +152,12 @@ void ExpectDiskMatches(const std::vector<uint8_t>& disk, const std::vector<Op>& 
   std::fill(old.begin(), old.begin() + kBaseBytes, kBaseByte);
   std::vector<uint8_t> expected = old;
   std::vector<bool> uncertain(kDiskSize / kSector, false);
-  int in_flight = 0;
   for (size_t i = 0; i < ops.size(); ++i) {
     if (states[i] == kNotSent) continue;
     const Op& op = ops[i];
     std::vector<uint8_t> data = Payload(op);
     std::copy(data.begin(), data.end(), expected.begin() + static_cast<ptrdiff_t>(op.offset));
     if (states[i] == kSent) {
-      ++in_flight;
       for (uint64_t s = op.offset / kSector; s < (op.offset + op.length) / kSector; ++s) uncertain[s] = true;
     }
   }
@@ -166,8 +171,8 @@ void ExpectDiskMatches(const std::vector<uint8_t>& disk, const std::vector<Op>& 
                   << (uncertain[s] ? "its old nor its new bytes" : "the bytes last acknowledged there");
     ++bad;
   }
-  // At most one op per client can be in flight.
-  EXPECT_LE(in_flight, 2);
+  // The kill came mid-run: some ops were acknowledged, not all.
+  EXPECT_GT(std::count(states.begin(), states.end(), kAcknowledged), 0);
 }
 
 // A process started with posix_spawn, output to `log`; SIGKILLed and reaped
@@ -196,7 +201,14 @@ class Process {
   Process& operator=(const Process&) = delete;
 
   bool started() const { return pid_ > 0; }
-  bool running() const { return pid_ > 0 && waitpid(pid_, nullptr, WNOHANG) == 0; }
+  // Reaps the process if it has exited (its pid may then be reused: it is
+  // forgotten).
+  bool running() {
+    if (pid_ <= 0) return false;
+    if (waitpid(pid_, nullptr, WNOHANG) == 0) return true;
+    pid_ = -1;
+    return false;
+  }
   void Kill() {
     if (pid_ <= 0) return;
     ::kill(pid_, SIGKILL);
@@ -206,6 +218,28 @@ class Process {
 
  private:
   pid_t pid_ = -1;
+};
+
+// Detaches a FUSE mount point at scope exit, whatever the test's outcome:
+// a dead mount must not be left behind (declared after the daemon's
+// Process, so the daemon is killed first).
+class LazyUnmount {
+ public:
+  explicit LazyUnmount(std::string dir) : dir_(std::move(dir)) {}
+  ~LazyUnmount() {
+    if (!dir_.empty()) vhdx::test::Run("fusermount3 -u -z " + ShellQuote(dir_) + " 2>/dev/null");
+  }
+  LazyUnmount(const LazyUnmount&) = delete;
+  LazyUnmount& operator=(const LazyUnmount&) = delete;
+  // Unmounts now; the test sees the result.
+  CommandResult Unmount() {
+    CommandResult r = vhdx::test::Run("fusermount3 -u -z " + ShellQuote(dir_));
+    dir_.clear();
+    return r;
+  }
+
+ private:
+  std::string dir_;
 };
 
 class KillTest : public ::testing::Test {
@@ -286,7 +320,8 @@ TEST_F(KillTest, NbdkitKilledMidWrite) {
     const std::string image = MakeImage(fmt::format("nbd{}.vhdx", round));
     const std::string socket = dir_ + fmt::format("/nbd{}.sock", round);
     const std::vector<Op> ops = MakeOps(100 + round++);
-    Process nbdkit({"nbdkit", "-f", "-U", socket, NbdkitPluginPath(), "file=" + image}, env, dir_ + "/nbdkit.log");
+    Process nbdkit({"nbdkit", "-f", "--exit-with-parent", "-U", socket, NbdkitPluginPath(), "file=" + image}, env,
+                   dir_ + "/nbdkit.log");
     ASSERT_TRUE(nbdkit.started());
 
     std::vector<nbd_handle*> handles;
@@ -334,6 +369,7 @@ TEST_F(KillTest, MountDaemonKilledMidWrite) {
     const std::vector<Op> ops = MakeOps(200 + round++);
     const std::string log = dir_ + "/mount.log";
     Process daemon({CliPath(), "mount", "-f", image, mnt}, {}, log);
+    LazyUnmount unmount(mnt);
     ASSERT_TRUE(daemon.started());
     for (int tries = 0; !fs::exists(mnt + "/disk"); ++tries) {
       if (!daemon.running() && ReadLog(log).find("ermission denied") != std::string::npos)
@@ -362,7 +398,7 @@ TEST_F(KillTest, MountDaemonKilledMidWrite) {
         [&] { daemon.Kill(); });
     for (int fd : fds) close(fd);
     // The connection is dead; detach the mount point.
-    CommandResult u = vhdx::test::Run("fusermount3 -u -z " + ShellQuote(mnt));
+    CommandResult u = unmount.Unmount();
     EXPECT_EQ(u.exit_code, 0) << u.output;
     EXPECT_LT(std::count(states.begin(), states.end(), kAcknowledged), kOps) << "the kill came after the last write";
     VerifyAfterKill(image, ops, states);
