@@ -7,6 +7,9 @@
 #           sparse raw disk (the image of nbd_read_vs_qemu_nbd.sh)
 #   vhdx    vhdx mount -r IMAGE MNT_VHDX         -> MNT_VHDX/disk
 #   vhdi    vhdimount IMAGE MNT_VHDI             -> MNT_VHDI/vhdi1
+# When root, `vhdx mount` raises its mount's readahead from FUSE's 128 KiB
+# to 2 MiB; the script gives vhdimount's mount the same (sysfs), so the
+# kernel sends both daemons requests of the same size.
 # Timed (the image file's pages warm in the page cache), with REPS runs
 # alternating which mount goes first, after one untimed run each:
 #   first read, bs=1M / 128K / 512   dd if=FILE of=/dev/null bs=N, each run
@@ -99,9 +102,22 @@ image="$work/disk.vhdx"
 make_half_full_image "$image" "$BLOCK_SIZE"
 "$VHDX" info "$image" | sed -n 's/^\(block size\|blocks\|disk size\): /  \1: /p'
 
+# vhdimount, with the readahead `vhdx mount` sets for itself when root
+# (2 MiB instead of FUSE's 128 KiB), so that neither mount gets larger
+# requests from the kernel than the other.
+mount_i() {
+  vhdimount "$image" "$mnt_i" >/dev/null || die "vhdimount failed"
+  local dev
+  # A first request waits for FUSE's INIT exchange, which resets readahead.
+  ls "$mnt_i" >/dev/null
+  dev=$(mountpoint -d "$mnt_i")
+  if [ -w "/sys/class/bdi/$dev/read_ahead_kb" ]; then echo 2048 >"/sys/class/bdi/$dev/read_ahead_kb"; fi
+  pid_i=$(daemon_pid vhdimount "$mnt_i")
+}
+
 echo "== mounting (read-only)"
 "$VHDX" mount -r "$image" "$mnt_v" || die "vhdx mount failed"
-vhdimount "$image" "$mnt_i" >/dev/null || die "vhdimount failed"
+mount_i
 file_v="$mnt_v/disk"
 file_i="$mnt_i/vhdi1"
 for file in "$file_v" "$file_i"; do
@@ -109,7 +125,8 @@ for file in "$file_v" "$file_i"; do
   [ "$(stat -c %s "$file")" = "$size" ] || die "$file is $(stat -c %s "$file") bytes, not $size"
 done
 pid_v=$(daemon_pid vhdx "$mnt_v")
-pid_i=$(daemon_pid vhdimount "$mnt_i")
+ls "$mnt_v" >/dev/null  # vhdx mount sets its readahead at the first request
+echo "  readahead: vhdx mount $(cat "/sys/class/bdi/$(mountpoint -d "$mnt_v")/read_ahead_kb") KiB, vhdimount $(cat "/sys/class/bdi/$(mountpoint -d "$mnt_i")/read_ahead_kb") KiB"
 echo "  vhdx mount pid ${pid_v:-not found}, vhdimount pid ${pid_i:-not found}"
 
 echo "== checking that both mounts read the image's bytes"
@@ -128,8 +145,7 @@ remount_v() {
 }
 remount_i() {
   fusermount -u "$mnt_i" || die "fusermount -u $mnt_i failed"
-  vhdimount "$image" "$mnt_i" >/dev/null || die "vhdimount failed"
-  pid_i=$(daemon_pid vhdimount "$mnt_i")
+  mount_i
 }
 
 # timed_pair LABEL DD_BLOCK_SIZE FRESH: one untimed run per mount, then REPS
@@ -199,4 +215,5 @@ echo "   daemon CPU = user+system seconds of the mount's process during the run"
 printf '%-24s %8s %8s %9s %9s %10s   %8s %8s\n' case "vhdx s" "vhdi s" "vhdx MB/s" "vhdi MB/s" "vhdi/vhdx" \
   "vhdx CPU" "vhdi CPU"
 printf '%s\n' "${table[@]}"
-echo "goal: vhdi/vhdx >= 5 (vhdx mount at least 5 times as fast as vhdimount)"
+echo "goal: vhdi/vhdx >= 5 on the first reads (vhdx mount at least 5 times as fast as vhdimount); the re-read"
+echo "      row compares the kernel's page cache (vhdx mount keeps it) with a vhdimount round trip: shown, not judged"

@@ -9,8 +9,9 @@
 #   vhdx    nbdkit -r -U vhdx.sock PLUGIN file=IMAGE
 #   qemu    qemu-nbd -r -f vhdx -e 8 -k qemu.sock --persistent --fork IMAGE
 # Both servers run read-only on Unix sockets for the whole script, started
-# outside the timing (our plugin opens the image at the first connection,
-# which is the untimed warm-up run). qemu-nbd gets -e 8: with its default
+# outside the timing (our plugin checks the image at startup and opens it
+# for serving at the first connection, before anything is timed). qemu-nbd
+# gets -e 8: with its default
 # (-e 1) it accepts one client at a time and does not advertise multi-conn;
 # with more it does, as our plugin does, so nbdcopy opens its usual 4
 # connections to both. Timed (page cache warm, one untimed run each first,
@@ -102,8 +103,13 @@ nbdkit -r -U "$work/vhdx.sock" --pidfile "$work/vhdx.pid" "$PLUGIN" file="$image
   die "nbdkit with $PLUGIN did not start"
 qemu-nbd -r -f vhdx -e "$QEMU_NBD_SHARED" -k "$work/qemu.sock" --persistent --fork --pid-file "$work/qemu.pid" "$image" ||
   die "qemu-nbd did not start"
-vhdx_pid=$(cat "$work/vhdx.pid")
-qemu_pid=$(cat "$work/qemu.pid")
+# nbdkit's parent returns before the server writes its pidfile.
+for ((i = 0; i < 100; i++)); do
+  [ -s "$work/vhdx.pid" ] && [ -s "$work/qemu.pid" ] && break
+  sleep 0.1
+done
+vhdx_pid=$(cat "$work/vhdx.pid") || die "nbdkit wrote no pidfile"
+qemu_pid=$(cat "$work/qemu.pid") || die "qemu-nbd wrote no pidfile"
 vhdx_uri="nbd+unix:///?socket=$work/vhdx.sock"
 qemu_uri="nbd+unix:///?socket=$work/qemu.sock"
 echo "  nbdkit pid $vhdx_pid, qemu-nbd pid $qemu_pid"
