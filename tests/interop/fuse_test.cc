@@ -30,8 +30,9 @@ CommandResult Vhdx(const std::string& args) { return Run(CliPath() + " " + args)
 // A mount that is always undone, even when a test fails half way.
 class Mount {
  public:
-  Mount(const std::string& image, const std::string& extra_args = "")
-      : dir_(ScratchPath("mnt-" + fs::path(image).filename().string())) {
+  // `tag` tells apart the mount points of mounts of one image.
+  Mount(const std::string& image, const std::string& extra_args = "", const std::string& tag = "")
+      : dir_(ScratchPath("mnt-" + fs::path(image).filename().string() + tag)) {
     fs::create_directories(dir_);
     result_ = Vhdx("mount " + extra_args + " " + ShellQuote(image) + " " + ShellQuote(dir_));
     mounted_ = result_.exit_code == 0;
@@ -282,6 +283,45 @@ TEST(FuseTest, ReadOnlyMountRefusesWrites) {
     ASSERT_EQ(m.Unmount(), 0);
   }
   EXPECT_EQ(Sha256OfFile(image), before) << "a read-only mount changed the image file";
+}
+
+// The image lock: one read-write mount excludes every other mount of the
+// image (the refused one must not even open it: a read-write open would
+// replay the live mount's log), read-only mounts share it.
+TEST(FuseTest, ImageInUseIsNotMountedTwice) {
+  REQUIRE_FUSE();
+  std::string image = NewImage("busy.vhdx");
+  {
+    Mount writer(image);
+    REQUIRE_MOUNTED(writer);
+    int fd = open(writer.disk().c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    std::vector<uint8_t> data = Pattern(3 << 20, 9);
+    ASSERT_EQ(pwrite(fd, data.data(), data.size(), 5 << 20), static_cast<ssize_t>(data.size()));
+    ASSERT_EQ(fsync(fd), 0);
+    std::string before = Sha256OfFile(image);
+    for (const char* args : {"", "--read-only"}) {
+      SCOPED_TRACE(args);
+      Mount second(image, args, "-second");
+      EXPECT_FALSE(second.mounted());
+      EXPECT_EQ(second.result().exit_code, 1);
+      EXPECT_EQ(second.result().output, "vhdx: " + image + ": in use (mounted by another vhdx mount, or served by nbdkit)\n");
+    }
+    EXPECT_EQ(Sha256OfFile(image), before) << "a refused mount changed the image file";
+    close(fd);
+    ASSERT_EQ(writer.Unmount(), 0);
+  }
+  ExpectCheckClean(image);
+  Mount reader1(image, "--read-only");
+  REQUIRE_MOUNTED(reader1);
+  Mount reader2(image, "-r", "-2");
+  ASSERT_TRUE(reader2.mounted()) << reader2.result().output;
+  EXPECT_EQ(Sha256OfFile(reader1.disk()), Sha256OfFile(reader2.disk()));
+  Mount late_writer(image, "", "-late");
+  EXPECT_FALSE(late_writer.mounted());
+  EXPECT_NE(late_writer.result().output.find("in use"), std::string::npos) << late_writer.result().output;
+  EXPECT_EQ(reader1.Unmount(), 0);
+  EXPECT_EQ(reader2.Unmount(), 0);
 }
 
 TEST(FuseTest, MountErrorsAreOneLine) {

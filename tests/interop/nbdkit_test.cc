@@ -5,6 +5,7 @@
 // closing the image.
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/file.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -336,6 +337,33 @@ TEST_F(NbdkitTest, ReadonlyRefusesWrites) {
   }
 }
 
+// The plugin takes the lock `vhdx mount` takes (flock on the image:
+// exclusive to write, shared to read), so an image mounted for writing is
+// not served, and one served is not mounted for writing.
+TEST_F(NbdkitTest, ImageLockedByAMountIsNotServed) {
+  MakeDisk();
+  for (int mode : {LOCK_EX, LOCK_SH}) {
+    SCOPED_TRACE(mode == LOCK_EX ? "held exclusively (a read-write mount)" : "held shared (a read-only mount)");
+    int fd = open(disk_.c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(flock(fd, mode), 0);
+    CommandResult rw = Serve("file=" + ShellQuote(disk_), "nbdinfo --size \"$uri\"");
+    EXPECT_NE(rw.exit_code, 0) << rw.output;
+    EXPECT_NE(rw.output.find("disk.vhdx: in use"), std::string::npos) << rw.output;
+    CommandResult ro = Serve("file=" + ShellQuote(disk_), "nbdinfo --size \"$uri\"", "-r");
+    if (mode == LOCK_EX) {
+      EXPECT_NE(ro.exit_code, 0) << ro.output;
+      EXPECT_NE(ro.output.find("disk.vhdx: in use"), std::string::npos) << ro.output;
+    } else {
+      EXPECT_EQ(ro.exit_code, 0) << ro.output;
+      EXPECT_NE(ro.output.find(std::to_string(kDiskSize)), std::string::npos) << ro.output;
+    }
+    close(fd);
+  }
+  CommandResult free_again = Serve("file=" + ShellQuote(disk_), "nbdinfo --size \"$uri\"");
+  EXPECT_EQ(free_again.exit_code, 0) << free_again.output;
+}
+
 TEST_F(NbdkitTest, BadParametersFailWithAMessage) {
   MakeDisk();
   struct Case {
@@ -352,7 +380,7 @@ TEST_F(NbdkitTest, BadParametersFailWithAMessage) {
     // setlocale lock): not our code, and the Release run covers the case.
     if (kSanitized && c.message == "missing.vhdx") continue;
     CommandResult r = Serve(c.params, "nbdinfo \"$uri\"");
-    EXPECT_NE(r.exit_code, 0) << c.params << "\n" << r.output;
+    EXPECT_EQ(r.exit_code, 1) << c.params << "\n" << r.output;
     EXPECT_NE(r.output.find(c.message), std::string::npos) << c.params << "\n" << r.output;
   }
   // Not a VHDX file, or a child whose parent is missing: nbdkit refuses to
@@ -361,7 +389,7 @@ TEST_F(NbdkitTest, BadParametersFailWithAMessage) {
   const std::string junk = dir_ + "/junk.vhdx";
   WriteWholeFile(junk, std::vector<uint8_t>(1 << 20, 0x41));
   CommandResult r = Serve("file=" + ShellQuote(junk), "echo served");
-  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_EQ(r.output.find("served"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("junk.vhdx: file type identifier at offset 0x0"), std::string::npos) << r.output;
 }

@@ -279,20 +279,24 @@ std::string AbsolutePath(const std::string& path) {
 
 int RunMount(const std::string& image_path, const std::string& mountpoint, bool read_only,
              bool foreground, const std::vector<std::string>& parent_dirs) {
+  MountState state;
+  std::string absolute_image = AbsolutePath(image_path);
+  // The lock comes before the open: a read-write open may replay a dirty
+  // log into the file, which must not happen under a live writer.
+  int image_lock = open(absolute_image.c_str(), O_RDONLY | O_CLOEXEC);
+  if (image_lock < 0 || fstat(image_lock, &state.host) != 0) {
+    return Fail(image_path, fmt::format("cannot open: {}", std::strerror(errno)));
+  }
+  if (flock(image_lock, (read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
+    return Fail(image_path, errno == EWOULDBLOCK ? "in use (mounted by another vhdx mount, or served by nbdkit)"
+                                                 : std::strerror(errno));
+  }
   int result = kExitOk;
   auto image = OpenImageOrFail(image_path, result, ChainOpenOptions(parent_dirs, read_only));
   if (!image) return result;
-  MountState state;
   state.image = image.get();
   state.read_only = read_only;
   state.size = image->virtual_size();
-  std::string absolute_image = AbsolutePath(image_path);
-
-  int image_lock = open(absolute_image.c_str(), O_RDONLY | O_CLOEXEC);
-  if (image_lock < 0 || fstat(image_lock, &state.host) != 0) return Fail(image_path, std::strerror(errno));
-  if (flock(image_lock, (read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
-    return Fail(image_path, errno == EWOULDBLOCK ? "in use by another vhdx mount" : std::strerror(errno));
-  }
   struct stat mp{};
   if (stat(mountpoint.c_str(), &mp) != 0) return Fail(mountpoint, std::strerror(errno));
   if (!S_ISDIR(mp.st_mode)) return Fail(mountpoint, "not a directory");
