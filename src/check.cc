@@ -251,8 +251,8 @@ Status Checker::CheckBat(const File& view, uint64_t file_size, const Geometry& g
 
 Result<CheckReport> Check(const File& file) { return Checker(file).Run(); }
 
-Result<CheckReport> Check(const std::string& path) {
-  auto f = OpenPosixFile(path, false);
+Result<CheckReport> Check(const std::string& path, bool force_share) {
+  auto f = OpenPosixFile(path, false, false, force_share ? FileLockMode::kNone : FileLockMode::kRead);
   if (!f.ok()) return f.status();
   return Check(**f);
 }

@@ -213,7 +213,7 @@ Status CreateImage(const std::string& path, const CreateOptions& options) {
                   fmt::format("cannot create: {}", std::strerror(errno)));
   }
   ::close(fd);
-  auto file = OpenPosixFile(path, /*writable=*/true);
+  auto file = OpenPosixFile(path, /*writable=*/true, /*direct=*/false, FileLockMode::kWrite);
   Status st = file.ok() ? CreateImage(**file, options) : file.status();
   if (!st.ok()) ::unlink(path.c_str());
   return st;

@@ -31,6 +31,7 @@ const char* ErrcName(Errc code) {
     case Errc::kReadOnly: return "read-only";
     case Errc::kNoSpace: return "no space left";
     case Errc::kOutOfRange: return "out of range";
+    case Errc::kBusy: return "in use";
   }
   return "unknown";
 }
@@ -301,9 +302,14 @@ Status ImageImpl::AttachParent(const OpenOptions& options, ChainGuard& guard) {
                                                 "in the chain",
                                                 c.path, c.source));
     Status s = [&]() -> Status {
-      VHDX_ASSIGN_OR_RETURN(std::unique_ptr<File> file, OpenPosixFile(c.path, /*writable=*/false));
+      // Parents are locked for reading: nobody else may write them while
+      // the chain is open.
+      VHDX_ASSIGN_OR_RETURN(std::unique_ptr<File> file,
+                            OpenPosixFile(c.path, /*writable=*/false, /*direct=*/false,
+                                          options.force_share ? FileLockMode::kNone : FileLockMode::kRead));
       OpenOptions po;
       po.read_only = true;
+      po.force_share = options.force_share;
       po.parent_dirs = options.parent_dirs;
       po.ignore_parent_linkage = options.ignore_parent_linkage;
       ChainGuard next{guard.files, guard.depth + 1};
@@ -605,7 +611,14 @@ Result<std::unique_ptr<Image>> Image::Open(std::unique_ptr<File> file, const Ope
 }
 
 Result<std::unique_ptr<Image>> Image::Open(const std::string& path, const OpenOptions& options) {
-  auto file = OpenPosixFile(path, !options.read_only, options.direct_io);
+  if (options.force_share && !options.read_only)
+    return Status(Errc::kInvalidArgument, "force-share is only for read-only opens");
+  // Locked before the image is read: a read-write open may replay the log
+  // into the file, which must never happen under another writer.
+  const FileLockMode lock = !options.read_only  ? FileLockMode::kWrite
+                            : options.force_share ? FileLockMode::kNone
+                                                  : FileLockMode::kRead;
+  auto file = OpenPosixFile(path, !options.read_only, options.direct_io, lock);
   if (!file.ok()) return file.status();
   return Open(std::move(file).value(), options);
 }

@@ -684,6 +684,9 @@ Status ImageImpl::Close() {
     info_.headers[i].log_guid = headers_.headers[i].log_guid;
   }
   info_.current_header = headers_.current;
+  // Clean and closed: other processes may open the file now, though this
+  // object (and its parents' read locks) lives on.
+  if (s.ok()) physical_->ReleaseLock();
   return s;
 }
 

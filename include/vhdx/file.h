@@ -36,16 +36,29 @@ class File {
   // Bytes the file occupies on the host (st_blocks * 512 for POSIX files).
   virtual Result<uint64_t> AllocatedSize() const { return Size(); }
   virtual bool writable() const = 0;
+  // Drops the file's lock against other processes (FileLockMode) before
+  // the file is closed: called once the image is closed and clean.
+  virtual void ReleaseLock() {}
   // Name used in error messages (the path, or a label for memory files).
   virtual const std::string& name() const = 0;
 };
 
+// How an open host file is locked against other processes, for as long as
+// it is open (QEMU's image locks, so qemu and libvhdx respect each other):
+// kRead shares the file with other readers and refuses writers; kWrite
+// refuses every other process's reader and writer. Opens within one process
+// never conflict with each other. A refused open fails with kBusy.
+enum class FileLockMode { kNone, kRead, kWrite };
+
 // Opens a host file. `writable` opens O_RDWR, otherwise O_RDONLY. `direct`
 // adds O_DIRECT; the file then bounces unaligned requests through aligned
-// buffers (read-modify-write of partial 4 KiB sectors).
+// buffers (read-modify-write of partial 4 KiB sectors). `lock`: see
+// FileLockMode (kWrite needs `writable`).
 Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, bool writable,
-                                            bool direct = false);
-// Creates (or truncates) a host file for writing.
+                                            bool direct = false,
+                                            FileLockMode lock = FileLockMode::kNone);
+// Creates (or truncates) a host file for writing, locked kWrite: a file
+// another process has open is refused (kBusy) before it is truncated.
 Result<std::unique_ptr<File>> CreatePosixFile(const std::string& path);
 
 // A file held in memory; `writable` false makes every write fail.

@@ -165,6 +165,14 @@ struct OpenOptions {
   // Open the host file with O_DIRECT (qemu's cache=none): bypass the host
   // page cache. The file layer aligns every request to 4 KiB itself.
   bool direct_io = false;
+  // Image files are locked against other processes while open (QEMU's
+  // locks, see FileLockMode): a read-only open fails with kBusy while
+  // another process writes the image, a read-write open while another
+  // process has it open at all. `force_share` (read-only opens only; as
+  // qemu-img's -U) takes no lock: the image is read as it is at that
+  // moment, maybe half-written, possibly with a log the writer is using.
+  // Parents are opened the same way. Opens from a File are never locked.
+  bool force_share = false;
 
   // ---- Differencing images: finding and checking the parent chain ------
   // A differencing image opens with its whole chain. Each parent is looked
@@ -255,8 +263,11 @@ class Image {
   // allocated blocks keep their space and are zeroed in place. Fixed images
   // are always zeroed in place (they stay fully allocated).
   virtual Status WriteZeroes(uint64_t offset, uint64_t length, bool may_unmap) = 0;
-  // Flushes, applies the log and clears LogGuid (a clean file). Further
-  // calls other than info() fail. The destructor closes an image that was
+  // Flushes, applies the log and clears LogGuid (a clean file), and drops
+  // the file's lock (OpenOptions::force_share) so that other processes may
+  // open it. Further calls other than info() fail. The parents of a
+  // differencing image stay locked for reading until the Image is
+  // destroyed. The destructor closes an image that was
   // not closed, ignoring errors; call Close to see them.
   virtual Status Close() = 0;
   virtual WriteStats write_stats() const = 0;
@@ -266,7 +277,8 @@ class Image {
 // problems become findings. A non-ok Status means the file itself could
 // not be read.
 Result<CheckReport> Check(const File& file);
-Result<CheckReport> Check(const std::string& path);
+// The file is locked for reading (see OpenOptions::force_share).
+Result<CheckReport> Check(const std::string& path, bool force_share = false);
 
 // Library version, "MAJOR.MINOR.PATCH".
 const char* Version();

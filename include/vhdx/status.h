@@ -20,6 +20,7 @@ enum class Errc {
   kReadOnly,         // a write on something opened read-only
   kNoSpace,          // ENOSPC from the host
   kOutOfRange,       // offset/length outside the virtual disk
+  kBusy,             // another process has the file open in a conflicting way (its lock)
 };
 
 const char* ErrcName(Errc code);

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "io/file_lock.h"
 #include "vhdx/file.h"
 
 namespace vhdx {
@@ -107,6 +108,10 @@ class PosixFile final : public File {
     ::close(fd_);
     if (buffered_fd_ >= 0) ::close(buffered_fd_);
   }
+
+  // Keeps the file's lock until the file is closed or ReleaseLock.
+  void set_lock(std::unique_ptr<FileLockHold> lock) { lock_ = std::move(lock); }
+  void ReleaseLock() override { lock_.reset(); }
 
   Result<size_t> ReadAt(uint64_t offset, void* buf, size_t n) const override {
     if (direct_) return ReadDirect(offset, static_cast<uint8_t*>(buf), n);
@@ -301,6 +306,7 @@ class PosixFile final : public File {
 
   int fd_;
   int buffered_fd_;
+  std::unique_ptr<FileLockHold> lock_;  // released after the descriptors close
   std::string name_;
   bool writable_;
   bool direct_;
@@ -309,7 +315,10 @@ class PosixFile final : public File {
 
 }  // namespace
 
-Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, bool writable, bool direct) {
+Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, bool writable, bool direct,
+                                            FileLockMode lock) {
+  if (lock == FileLockMode::kWrite && !writable)
+    return Status(Errc::kInvalidArgument, "a write lock needs a file opened for writing");
   const int mode = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC;
   int fd = ::open(path.c_str(), mode | (direct ? O_DIRECT : 0));
   if (fd < 0 && direct && errno == EINVAL) {
@@ -328,6 +337,11 @@ Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, bool writab
     ::close(fd);
     return Status(Errc::kInvalidArgument, "is a directory");
   }
+  auto held = LockFile(fd, path, lock);
+  if (!held.ok()) {
+    ::close(fd);
+    return held.status();
+  }
   int buffered_fd = -1;
   if (direct && writable) {
     buffered_fd = ::open(path.c_str(), mode);
@@ -337,14 +351,28 @@ Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, bool writab
       return st_err;
     }
   }
-  return std::unique_ptr<File>(
-      std::make_unique<PosixFile>(fd, path, writable, direct, buffered_fd));
+  auto file = std::make_unique<PosixFile>(fd, path, writable, direct, buffered_fd);
+  file->set_lock(std::move(held).value());
+  return std::unique_ptr<File>(std::move(file));
 }
 
 Result<std::unique_ptr<File>> CreatePosixFile(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // Truncated only once locked: a file in use elsewhere is left alone.
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoStatus(errno, "cannot create");
-  return std::unique_ptr<File>(std::make_unique<PosixFile>(fd, path, true));
+  auto held = LockFile(fd, path, FileLockMode::kWrite);
+  if (!held.ok()) {
+    ::close(fd);
+    return held.status();
+  }
+  if (::ftruncate(fd, 0) != 0) {
+    Status st = ErrnoStatus(errno, "cannot truncate");
+    ::close(fd);
+    return st;
+  }
+  auto file = std::make_unique<PosixFile>(fd, path, true);
+  file->set_lock(std::move(held).value());
+  return std::unique_ptr<File>(std::move(file));
 }
 
 Status ReadExact(const File& file, uint64_t offset, void* buf, size_t n, const char* what) {

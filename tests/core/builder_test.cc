@@ -186,9 +186,11 @@ TEST(ImageBuilder, QemuReplaysTheBuilderLog) {
       vhdx::test::Run(fmt::format("qemu-img convert -f vhdx -O raw '{}' /dev/null", path));
   EXPECT_NE(before.exit_code, 0) << before.output;
 
-  auto ours = Image::Open(path);
-  ASSERT_TRUE(ours.ok()) << ours.status().message();
-  EXPECT_EQ(Sha256OfImage(**ours), Sha256Hex(expected.data(), expected.size()));
+  {
+    auto ours = Image::Open(path);  // locked for reading until it goes
+    ASSERT_TRUE(ours.ok()) << ours.status().message();
+    EXPECT_EQ(Sha256OfImage(**ours), Sha256Hex(expected.data(), expected.size()));
+  }
 
   auto repair = vhdx::test::Run(fmt::format("qemu-img check -r all -f vhdx '{}'", path));
   EXPECT_EQ(repair.exit_code, 0) << repair.output;

@@ -316,19 +316,21 @@ TEST(CorpusDirtyLogTest, CheckRepairReplaysTheLogIntoTheFile) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("Replayed 1 log entry"), std::string::npos) << r.output;
 
-  auto after = Image::Open(copy);
-  ASSERT_TRUE(after.ok()) << after.status().message();
-  const ImageInfo& info = (*after)->info();
-  EXPECT_FALSE(info.log.dirty);
-  const HeaderInfo& h = info.headers[info.current_header];
-  const HeaderInfo& old_h = old_info.headers[old_info.current_header];
-  EXPECT_TRUE(h.log_guid.IsZero());
-  EXPECT_EQ(h.data_write_guid, old_h.data_write_guid);
-  EXPECT_NE(h.file_write_guid, old_h.file_write_guid);
-  EXPECT_EQ(h.sequence_number, old_h.sequence_number + 4);  // two double updates
-  // Both slots agree after the double update.
-  EXPECT_EQ(info.headers[0].file_write_guid, info.headers[1].file_write_guid);
-  EXPECT_EQ(Sha256OfImage(**after), m.content_sha256);
+  {  // read-locked until the end of the block: the repair below writes
+    auto after = Image::Open(copy);
+    ASSERT_TRUE(after.ok()) << after.status().message();
+    const ImageInfo& info = (*after)->info();
+    EXPECT_FALSE(info.log.dirty);
+    const HeaderInfo& h = info.headers[info.current_header];
+    const HeaderInfo& old_h = old_info.headers[old_info.current_header];
+    EXPECT_TRUE(h.log_guid.IsZero());
+    EXPECT_EQ(h.data_write_guid, old_h.data_write_guid);
+    EXPECT_NE(h.file_write_guid, old_h.file_write_guid);
+    EXPECT_EQ(h.sequence_number, old_h.sequence_number + 4);  // two double updates
+    // Both slots agree after the double update.
+    EXPECT_EQ(info.headers[0].file_write_guid, info.headers[1].file_write_guid);
+    EXPECT_EQ(Sha256OfImage(**after), m.content_sha256);
+  }
 
   // A second repair has nothing to do, and QEMU now reads it without repair.
   r = vhdx::test::Run(fmt::format("{} check -r all {}", CliPath(), Quoted(copy)));
@@ -338,7 +340,9 @@ TEST(CorpusDirtyLogTest, CheckRepairReplaysTheLogIntoTheFile) {
     std::string qemu_raw = ScratchPath("dirty-repaired-qemu.raw");
     r = vhdx::test::Run(fmt::format("qemu-img convert -f vhdx -O raw {} {}", Quoted(copy), Quoted(qemu_raw)));
     ASSERT_EQ(r.exit_code, 0) << r.output;
-    EXPECT_EQ(CompareRawFile(qemu_raw, m.virtual_size, ImageReader(**after)), "");
+    auto ours = Image::Open(copy);  // readers share: qemu-img has read it meanwhile
+    ASSERT_TRUE(ours.ok()) << ours.status().message();
+    EXPECT_EQ(CompareRawFile(qemu_raw, m.virtual_size, ImageReader(**ours)), "");
   }
 }
 

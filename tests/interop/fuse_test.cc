@@ -171,10 +171,15 @@ TEST(FuseTest, WritePunchSeekThenConvertAndCheck) {
     }
     EXPECT_TRUE(back == model) << "the mounted disk differs from the model";
 
-    // SEEK_DATA / SEEK_HOLE agree with `vhdx map` (a read-only open
-    // alongside: it sees the BAT once fsync made it durable).
+    // SEEK_DATA / SEEK_HOLE agree with `vhdx map`. The mount holds the
+    // image's write lock, so map needs -U (a read-only look without a
+    // lock; it sees the BAT once fsync made it durable).
     ASSERT_EQ(fsync(fd), 0) << std::strerror(errno);
-    CommandResult map = Vhdx("map --output=json " + ShellQuote(image));
+    CommandResult locked = Vhdx("map --output=json " + ShellQuote(image));
+    EXPECT_EQ(locked.exit_code, 1) << locked.output;
+    EXPECT_NE(locked.output.find("in use: another process has it open for writing"), std::string::npos)
+        << locked.output;
+    CommandResult map = Vhdx("map -U --output=json " + ShellQuote(image));
     ASSERT_EQ(map.exit_code, 0) << map.output;
     json extents = json::parse(map.output);
     ASSERT_GT(extents.size(), 2u);
@@ -285,9 +290,10 @@ TEST(FuseTest, ReadOnlyMountRefusesWrites) {
   EXPECT_EQ(Sha256OfFile(image), before) << "a read-only mount changed the image file";
 }
 
-// The image lock: one read-write mount excludes every other mount of the
-// image (the refused one must not even open it: a read-write open would
-// replay the live mount's log), read-only mounts share it.
+// The image lock (the library's, QEMU's locks): one read-write mount
+// excludes every other mount of the image and every other opener, qemu's
+// included (the refused one must not even read it: a read-write open would
+// replay the live mount's log); read-only mounts share it with readers.
 TEST(FuseTest, ImageInUseIsNotMountedTwice) {
   REQUIRE_FUSE();
   std::string image = NewImage("busy.vhdx");
@@ -300,13 +306,26 @@ TEST(FuseTest, ImageInUseIsNotMountedTwice) {
     ASSERT_EQ(pwrite(fd, data.data(), data.size(), 5 << 20), static_cast<ssize_t>(data.size()));
     ASSERT_EQ(fsync(fd), 0);
     std::string before = Sha256OfFile(image);
-    for (const char* args : {"", "--read-only"}) {
-      SCOPED_TRACE(args);
-      Mount second(image, args, "-second");
-      EXPECT_FALSE(second.mounted());
-      EXPECT_EQ(second.result().exit_code, 1);
-      EXPECT_EQ(second.result().output, "vhdx: " + image + ": in use (mounted by another vhdx mount, or served by nbdkit)\n");
+    const std::string busy = "vhdx: " + image + ": in use: another process has it open for writing (a VM, "
+                             "qemu-nbd, nbdkit, vhdx mount, ...)";
+    Mount second(image, "", "-second");
+    EXPECT_FALSE(second.mounted());
+    EXPECT_EQ(second.result().exit_code, 1);
+    EXPECT_EQ(second.result().output, busy + "\n");
+    Mount reader(image, "--read-only", "-reader");
+    EXPECT_FALSE(reader.mounted());
+    EXPECT_EQ(reader.result().output,
+              busy + "; force-share (-U) reads it anyway, as it is at this moment\n");
+    if (HaveTool("qemu-img")) {
+      CommandResult q = vhdx::test::Run("qemu-img info -f vhdx " + ShellQuote(image));
+      EXPECT_NE(q.exit_code, 0) << q.output;
+      EXPECT_NE(q.output.find("Failed to get shared \"write\" lock"), std::string::npos) << q.output;
     }
+    // -U reads it without a lock, the live log replayed in memory (qemu-img
+    // -U refuses: it cannot read a dirty image read-only).
+    CommandResult peek = Vhdx("info -U --output=json " + ShellQuote(image));
+    EXPECT_EQ(peek.exit_code, 0) << peek.output;
+    EXPECT_NE(peek.output.find("\"dirty\": true"), std::string::npos) << peek.output;
     EXPECT_EQ(Sha256OfFile(image), before) << "a refused mount changed the image file";
     close(fd);
     ASSERT_EQ(writer.Unmount(), 0);
@@ -319,7 +338,15 @@ TEST(FuseTest, ImageInUseIsNotMountedTwice) {
   EXPECT_EQ(Sha256OfFile(reader1.disk()), Sha256OfFile(reader2.disk()));
   Mount late_writer(image, "", "-late");
   EXPECT_FALSE(late_writer.mounted());
-  EXPECT_NE(late_writer.result().output.find("in use"), std::string::npos) << late_writer.result().output;
+  EXPECT_NE(late_writer.result().output.find("in use: another process has it open for reading"), std::string::npos)
+      << late_writer.result().output;
+  if (HaveTool("qemu-io")) {  // qemu may read beside the readers, not write
+    CommandResult q = vhdx::test::Run("qemu-io -r -f vhdx -c 'read 0 4k' " + ShellQuote(image));
+    EXPECT_EQ(q.exit_code, 0) << q.output;
+    q = vhdx::test::Run("qemu-io -f vhdx -c 'write 0 4k' " + ShellQuote(image));
+    EXPECT_NE(q.exit_code, 0) << q.output;
+    EXPECT_NE(q.output.find("Failed to get \"write\" lock"), std::string::npos) << q.output;
+  }
   EXPECT_EQ(reader1.Unmount(), 0);
   EXPECT_EQ(reader2.Unmount(), 0);
 }

@@ -5,7 +5,6 @@
 // closing the image.
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <sys/file.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -337,30 +336,54 @@ TEST_F(NbdkitTest, ReadonlyRefusesWrites) {
   }
 }
 
-// The plugin takes the lock `vhdx mount` takes (flock on the image:
-// exclusive to write, shared to read), so an image mounted for writing is
-// not served, and one served is not mounted for writing.
-TEST_F(NbdkitTest, ImageLockedByAMountIsNotServed) {
+// The plugin's image is locked as QEMU locks its images (the library's
+// locks): an image qemu-nbd serves read-write is not served at all, one it
+// serves read-only is served read-only only; and while nbdkit serves an
+// image read-write, qemu-img, qemu-io and vhdx keep off it unless told to
+// share (-U).
+TEST_F(NbdkitTest, ImageLocksKeepQemuAndThePluginApart) {
+  if (!HaveTool("qemu-nbd") || !HaveTool("qemu-img")) GTEST_SKIP() << "qemu-nbd / qemu-img not installed";
   MakeDisk();
-  for (int mode : {LOCK_EX, LOCK_SH}) {
-    SCOPED_TRACE(mode == LOCK_EX ? "held exclusively (a read-write mount)" : "held shared (a read-only mount)");
-    int fd = open(disk_.c_str(), O_RDONLY | O_CLOEXEC);
-    ASSERT_GE(fd, 0);
-    ASSERT_EQ(flock(fd, mode), 0);
+  const std::string busy = "disk.vhdx: in use: another process has it open";
+  for (bool qemu_read_only : {false, true}) {
+    SCOPED_TRACE(qemu_read_only ? "qemu-nbd -r" : "qemu-nbd read-write");
+    const std::string pidfile = dir_ + "/qemu-nbd.pid";
+    CommandResult q = vhdx::test::Run(fmt::format("qemu-nbd {} -f vhdx -k {} --fork --pid-file {} {}", qemu_read_only ? "-r" : "",
+                                      ShellQuote(dir_ + "/qemu.sock"), ShellQuote(pidfile), ShellQuote(disk_)));
+    ASSERT_EQ(q.exit_code, 0) << q.output;
     CommandResult rw = Serve("file=" + ShellQuote(disk_), "nbdinfo --size \"$uri\"");
-    EXPECT_NE(rw.exit_code, 0) << rw.output;
-    EXPECT_NE(rw.output.find("disk.vhdx: in use"), std::string::npos) << rw.output;
     CommandResult ro = Serve("file=" + ShellQuote(disk_), "nbdinfo --size \"$uri\"", "-r");
-    if (mode == LOCK_EX) {
-      EXPECT_NE(ro.exit_code, 0) << ro.output;
-      EXPECT_NE(ro.output.find("disk.vhdx: in use"), std::string::npos) << ro.output;
-    } else {
+    vhdx::test::Run("kill $(cat " + ShellQuote(pidfile) + ") && while kill -0 $(cat " + ShellQuote(pidfile) +
+        ") 2>/dev/null; do sleep 0.05; done");
+    EXPECT_EQ(rw.exit_code, 1) << rw.output;
+    EXPECT_NE(rw.output.find(busy), std::string::npos) << rw.output;
+    if (qemu_read_only) {
       EXPECT_EQ(ro.exit_code, 0) << ro.output;
       EXPECT_NE(ro.output.find(std::to_string(kDiskSize)), std::string::npos) << ro.output;
+    } else {
+      EXPECT_EQ(ro.exit_code, 1) << ro.output;
+      EXPECT_NE(ro.output.find(busy + " for writing"), std::string::npos) << ro.output;
     }
-    close(fd);
   }
-  CommandResult free_again = Serve("file=" + ShellQuote(disk_), "nbdinfo --size \"$uri\"");
+  const std::string before = Sha256OfFile(disk_);
+  // While served read-write: the peers are refused, -U reads.
+  CommandResult r = Serve("file=" + ShellQuote(disk_),
+                          fmt::format("nbdinfo --size \"$uri\"; "
+                                      "qemu-img info -f vhdx {0}; echo qemu-img=$?; "
+                                      "qemu-img info -U -f vhdx {0} >/dev/null; echo qemu-img-U=$?; "
+                                      "qemu-io -f vhdx -c 'write 0 4k' {0}; echo qemu-io=$?; "
+                                      "{1} io -c 'write 0 4k' {0}; echo vhdx-io=$?; "
+                                      "{1} map {0}; echo vhdx-map=$?; "
+                                      "{1} map -U {0} >/dev/null; echo vhdx-map-U=$?",
+                                      ShellQuote(disk_), CliPath()));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  for (const char* want : {"qemu-img=1", "qemu-img-U=0", "qemu-io=1", "vhdx-io=1", "vhdx-map=1", "vhdx-map-U=0",
+                           "Failed to get shared \"write\" lock", "Failed to get \"write\" lock",
+                           "disk.vhdx: in use: another process has it open for writing"})
+    EXPECT_NE(r.output.find(want), std::string::npos) << want << "\n" << r.output;
+  EXPECT_EQ(Sha256OfFile(disk_), before) << "a refused writer changed the image";
+  // nbdkit has exited: the image is free again.
+  CommandResult free_again = vhdx::test::Run("qemu-io -f vhdx -c 'write 0 4k' " + ShellQuote(disk_));
   EXPECT_EQ(free_again.exit_code, 0) << free_again.output;
 }
 

@@ -14,13 +14,8 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
-#include <fcntl.h>
-#include <sys/file.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -40,7 +35,6 @@ struct PluginState {
   std::mutex open_mutex;  // guards the lazy open below
   std::unique_ptr<vhdx::Image> image;
   bool image_read_only = true;
-  int lock_fd = -1;  // holds the flock `vhdx mount` also takes on the image
 };
 
 PluginState* state = nullptr;
@@ -52,6 +46,7 @@ int ErrnoFor(const vhdx::Status& status) {
     case vhdx::Errc::kOutOfRange:
     case vhdx::Errc::kInvalidArgument: return EINVAL;
     case vhdx::Errc::kNotFound: return ENOENT;
+    case vhdx::Errc::kBusy: return EBUSY;
     default: return EIO;
   }
 }
@@ -134,31 +129,18 @@ void vhdx_cleanup() {
   if (!state || !state->image) return;
   vhdx::Status s = state->image->Close();
   if (!s.ok()) nbdkit_error("%s: close: %s", state->file.c_str(), s.message().c_str());
-  state->image.reset();
-  ::close(state->lock_fd);  // after Close: the file is clean when the lock goes
-  state->lock_fd = -1;
+  state->image.reset();  // drops the image's lock: the file is clean by then
 }
 
 void* vhdx_open(int readonly) {
   std::lock_guard<std::mutex> lock(state->open_mutex);
   if (!state->image) {
     const bool read_only = state->readonly_param || readonly;
-    // The lock `vhdx mount` takes: exclusive to write, shared to read, so
-    // the image is never served and mounted for writing at once.
-    state->lock_fd = ::open(state->file.c_str(), O_RDONLY | O_CLOEXEC);
-    if (state->lock_fd < 0 || flock(state->lock_fd, (read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
-      const bool busy = state->lock_fd >= 0 && errno == EWOULDBLOCK;
-      nbdkit_error("%s: %s", state->file.c_str(),
-                   busy ? "in use (mounted by vhdx mount, or served read-write)" : std::strerror(errno));
-      if (state->lock_fd >= 0) ::close(state->lock_fd);
-      state->lock_fd = -1;
-      nbdkit_set_error(busy ? EBUSY : EIO);
-      return nullptr;
-    }
+    // The library locks the image while it is open (QEMU's locks): it is
+    // not served while another process writes it (qemu, vhdx mount,
+    // another nbdkit), nor served read-write while others read it.
     auto image = vhdx::Image::Open(state->file, OptionsFor(read_only));
     if (!image.ok()) {
-      ::close(state->lock_fd);
-      state->lock_fd = -1;
       Fail(image.status());
       return nullptr;
     }

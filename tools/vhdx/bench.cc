@@ -263,6 +263,7 @@ void RegisterBench(CLI::App& app, int& result) {
                 "entries, blocks allocated)");
   static std::vector<std::string> parent_dirs;
   AddParentDirOption(sub, parent_dirs);
+  AddForceShareOption(sub);
   sub->add_option("IMAGE", path, "VHDX image")->required();
 
   sub->callback([&result] {
@@ -303,6 +304,7 @@ void RegisterBench(CLI::App& app, int& result) {
     options.read_only = !write;
     options.direct_io = cache == "none";
     options.parent_dirs = parent_dirs;
+    options.force_share = ForceShare();
     auto opened = Image::Open(path, options);
     if (!opened.ok()) return fail(opened.status().message());
     std::unique_ptr<Image> image = std::move(opened).value();

@@ -26,6 +26,7 @@ void RegisterCheck(CLI::App& app, int& result) {
   static std::vector<std::string> parent_dirs;
   AddOutputOption(sub, output);
   AddParentDirOption(sub, parent_dirs);
+  AddForceShareOption(sub);
   sub->add_option("-r", repair,
                   "Repair first, as qemu-img: 'all' replays a dirty log into the file (opens it "
                   "read-write), then checks")
@@ -42,7 +43,7 @@ void RegisterCheck(CLI::App& app, int& result) {
       }
       replayed = (*image)->info().log.replayed_entries;
     }
-    auto report = Check(path);
+    auto report = Check(path, ForceShare());
     if (!report.ok()) {
       result = Fail(path, report.status());
       return;

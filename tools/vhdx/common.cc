@@ -36,10 +36,23 @@ void AddParentDirOption(CLI::App* sub, std::vector<std::string>& dirs) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
 }
 
+namespace {
+bool force_share = false;  // one subcommand runs per process
+}  // namespace
+
+void AddForceShareOption(CLI::App* sub) {
+  sub->add_flag("-U,--force-share", force_share,
+                "Open read-only images without locking them, even while another process writes them "
+                "(as qemu-img -U): what is read may be half-written");
+}
+
+bool ForceShare() { return force_share; }
+
 OpenOptions ChainOpenOptions(const std::vector<std::string>& parent_dirs, bool read_only) {
   OpenOptions options;
   options.read_only = read_only;
   options.parent_dirs = parent_dirs;
+  options.force_share = force_share;
   return options;
 }
 
@@ -47,6 +60,7 @@ OpenOptions FileOnlyOpenOptions(bool read_only) {
   OpenOptions options;
   options.read_only = read_only;
   options.skip_parent = true;
+  options.force_share = force_share;
   return options;
 }
 

@@ -33,6 +33,13 @@ std::unique_ptr<Image> OpenImageOrFail(const std::string& path, int& result, con
 // differencing image, at every level of the chain (OpenOptions::parent_dirs).
 void AddParentDirOption(CLI::App* sub, std::vector<std::string>& dirs);
 
+// Adds `-U, --force-share` to a subcommand that opens images: read them
+// while another process writes them, without taking a lock
+// (OpenOptions::force_share). Read-write opens refuse it. Every
+// *OpenOptions below carry it.
+void AddForceShareOption(CLI::App* sub);
+bool ForceShare();
+
 // OpenOptions that open an image with its chain, parents also looked for
 // in `parent_dirs`.
 OpenOptions ChainOpenOptions(const std::vector<std::string>& parent_dirs, bool read_only = true);

@@ -19,6 +19,7 @@ void RegisterConvert(CLI::App& app, int& result) {
   static std::vector<std::string> parent_dirs;
   sub->add_flag("-p,--progress", progress, "Show a progress bar");
   AddParentDirOption(sub, parent_dirs);
+  AddForceShareOption(sub);
   sub->add_option("-t", cache,
                   "Cache mode of the output, as qemu-img: 'unsafe' (default) leaves writeback to the "
                   "kernel; 'writeback' flushes the output to disk before exiting")

@@ -181,6 +181,7 @@ void RegisterInfo(CLI::App& app, int& result) {
   static bool backing_chain = false;
   AddOutputOption(sub, output);
   AddParentDirOption(sub, parent_dirs);
+  AddForceShareOption(sub);
   sub->add_flag("--backing-chain", backing_chain,
                 "Show every image of a differencing chain, top to bottom (JSON: an array)");
   sub->add_option("IMAGE", path, "VHDX image")->required();

@@ -258,6 +258,7 @@ int ErrnoOf(const Status& st) {
     case Errc::kNotFound: return ENOENT;
     case Errc::kReadOnly: return EPERM;
     case Errc::kNoSpace: return ENOSPC;
+    case Errc::kBusy: return EBUSY;
     // qemu's block layer answers a request past the end with EIO.
     case Errc::kOutOfRange:
     case Errc::kIoError:
@@ -630,6 +631,7 @@ void RegisterIo(CLI::App& app, int& result) {
   static bool read_only = false;
   sub->add_flag("-r,--read-only", read_only, "Open the image read-only (writes then fail)");
   AddParentDirOption(sub, parent_dirs);
+  AddForceShareOption(sub);
   sub->add_option("-c,--cmd", commands,
                   "A qemu-io command, e.g. 'write -P 0xab 0 4k'; repeat -c for more, run in order")
       ->required()

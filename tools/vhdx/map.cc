@@ -11,6 +11,7 @@ void RegisterMap(CLI::App& app, int& result) {
   static std::vector<std::string> parent_dirs;
   AddOutputOption(sub, output);
   AddParentDirOption(sub, parent_dirs);
+  AddForceShareOption(sub);
   sub->add_option("IMAGE", path, "VHDX image")->required();
   sub->callback([&result] {
     // A differencing image's map is the chain's: each range tells the

@@ -5,9 +5,9 @@
 // opens the mount point directory (the directory the mount will cover) and
 // holds an exclusive flock on it until it exits, which is after
 // Image::Close() applied the log. `vhdx unmount` unmounts, then takes that
-// same lock: it gets it when the daemon is gone. The daemon also holds a
-// flock on the image file (exclusive read-write, shared read-only), so two
-// mounts cannot write one image at once.
+// same lock: it gets it when the daemon is gone. The image itself is locked
+// by the library while open (QEMU's locks: one writer, or any readers), so
+// two mounts, or a mount and qemu or nbdkit, never write one image at once.
 #define FUSE_USE_VERSION 31
 #include <fuse.h>
 
@@ -104,6 +104,7 @@ int ErrnoOf(const Status& status) {
     case Errc::kOutOfRange: return ENOSPC;  // as a block device past its end
     case Errc::kUnsupported: return EOPNOTSUPP;
     case Errc::kNotFound: return ENOENT;
+    case Errc::kBusy: return EBUSY;
     default: return EIO;
   }
 }
@@ -281,19 +282,13 @@ int RunMount(const std::string& image_path, const std::string& mountpoint, bool 
              bool foreground, const std::vector<std::string>& parent_dirs) {
   MountState state;
   std::string absolute_image = AbsolutePath(image_path);
-  // The lock comes before the open: a read-write open may replay a dirty
-  // log into the file, which must not happen under a live writer.
-  int image_lock = open(absolute_image.c_str(), O_RDONLY | O_CLOEXEC);
-  if (image_lock < 0 || fstat(image_lock, &state.host) != 0) {
-    return Fail(image_path, fmt::format("cannot open: {}", std::strerror(errno)));
-  }
-  if (flock(image_lock, (read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
-    return Fail(image_path, errno == EWOULDBLOCK ? "in use (mounted by another vhdx mount, or served by nbdkit)"
-                                                 : std::strerror(errno));
-  }
+  // The library locks the image (and its parents) for as long as it is
+  // open, before it reads a byte: no other process writes it meanwhile, so
+  // the kernel's cache of the disk file stays true.
   int result = kExitOk;
   auto image = OpenImageOrFail(image_path, result, ChainOpenOptions(parent_dirs, read_only));
   if (!image) return result;
+  if (stat(absolute_image.c_str(), &state.host) != 0) return Fail(image_path, std::strerror(errno));
   state.image = image.get();
   state.read_only = read_only;
   state.size = image->virtual_size();
