@@ -156,9 +156,11 @@ Result<std::unique_ptr<FileLockHold>> LockFile(int fd, const std::string& path, 
   const auto key = std::make_pair(st.st_dev, st.st_ino);
   Registry& r = TheRegistry();
   std::lock_guard<std::mutex> lock(r.mu);
-  auto [it, inserted] = r.entries.try_emplace(key);
+  // Not a structured binding: clang 14 (the fuzz build) cannot capture one.
+  const auto emplaced = r.entries.try_emplace(key);
+  const auto it = emplaced.first;
   Entry& e = it->second;
-  if (inserted) {
+  if (emplaced.second) {
     e.fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (e.fd < 0) {
       const int err = errno;
