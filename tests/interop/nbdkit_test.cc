@@ -347,14 +347,11 @@ TEST_F(NbdkitTest, ImageLocksKeepQemuAndThePluginApart) {
   const std::string busy = "disk.vhdx: in use: another process has it open";
   for (bool qemu_read_only : {false, true}) {
     SCOPED_TRACE(qemu_read_only ? "qemu-nbd -r" : "qemu-nbd read-write");
-    const std::string pidfile = dir_ + "/qemu-nbd.pid";
-    CommandResult q = vhdx::test::Run(fmt::format("qemu-nbd {} -f vhdx -k {} --fork --pid-file {} {}", qemu_read_only ? "-r" : "",
-                                      ShellQuote(dir_ + "/qemu.sock"), ShellQuote(pidfile), ShellQuote(disk_)));
-    ASSERT_EQ(q.exit_code, 0) << q.output;
+    QemuNbdServer qemu(disk_, qemu_read_only);
+    ASSERT_EQ(qemu.started().exit_code, 0) << qemu.started().output;
     CommandResult rw = Serve("file=" + ShellQuote(disk_), "nbdinfo --size \"$uri\"");
     CommandResult ro = Serve("file=" + ShellQuote(disk_), "nbdinfo --size \"$uri\"", "-r");
-    vhdx::test::Run("kill $(cat " + ShellQuote(pidfile) + ") && while kill -0 $(cat " + ShellQuote(pidfile) +
-        ") 2>/dev/null; do sleep 0.05; done");
+    qemu.Stop();
     EXPECT_EQ(rw.exit_code, 1) << rw.output;
     EXPECT_NE(rw.output.find(busy), std::string::npos) << rw.output;
     if (qemu_read_only) {

@@ -160,10 +160,8 @@ TEST(FileLock, ReadersShareButKeepWritersOff) {
 TEST(FileLock, RefusedOpensLeaveNothingBehind) {
   if (!HaveTool("qemu-nbd")) GTEST_SKIP() << "qemu-nbd is not installed";
   const std::string path = NewImage("qemu-held.vhdx");
-  const std::string pidfile = ScratchPath("qemu-held.pid");
-  CommandResult q = Sh(fmt::format("qemu-nbd -f vhdx -k {} --fork --pid-file {} {}",
-                                    ShellQuote(ScratchPath("qemu-held.sock")), ShellQuote(pidfile), ShellQuote(path)));
-  ASSERT_EQ(q.exit_code, 0) << q.output;
+  QemuNbdServer qemu(path, /*read_only=*/false);
+  ASSERT_EQ(qemu.started().exit_code, 0) << qemu.started().output;
   const std::multiset<long> qemus = LockedBytes(path);
   EXPECT_EQ(qemus, kWriterBytes);
   const std::string before = Sha256OfFile(path);
@@ -185,8 +183,7 @@ TEST(FileLock, RefusedOpensLeaveNothingBehind) {
   EXPECT_EQ(LockedBytes(path), qemus);
   auto peek = Image::Open(path, {.force_share = true});
   EXPECT_TRUE(peek.ok()) << peek.status().message();
-  Sh("kill $(cat " + ShellQuote(pidfile) + ") && while kill -0 $(cat " + ShellQuote(pidfile) +
-      ") 2>/dev/null; do sleep 0.05; done");
+  qemu.Stop();
   EXPECT_TRUE(LockedBytes(path).empty());
 }
 

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -39,6 +41,31 @@ const std::string& ScratchDir() {
 
 std::string ScratchPath(const std::string& leaf) { return ScratchDir() + "/" + leaf; }
 
+namespace {
+
+// "<size> <mtime ns>" of a file, or "" when it does not exist.
+std::string FileStamp(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return "";
+  return fmt::format("{} {}", st.st_size, st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec);
+}
+
+std::string ReadStamp(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+}  // namespace
+
+// ctest runs every test in a process of its own, so a per-process copy
+// would decompress each image once per test (about 50 times a run). The
+// decompressed images are kept in VHDX_TEST_CACHE_DIR (in the build tree)
+// across processes instead: made under an exclusive flock, published by
+// rename, and redone when the compressed file changed or when the copy is
+// not the file that was published (a test that wrote to it by mistake
+// changes its size or mtime), so no test ever sees another's leftovers.
 std::string DecompressCorpusImage(const std::string& name) {
   static std::mutex mu;
   static std::map<std::string, std::string> done;
@@ -49,10 +76,35 @@ std::string DecompressCorpusImage(const std::string& name) {
   std::string src = *dir + "/" + name;
   std::string tool = name.ends_with(".gz") ? "gzip" : name.ends_with(".bz2") ? "bzip2" : "";
   std::string leaf = tool.empty() ? name : name.substr(0, name.rfind('.'));
-  std::string out = ScratchPath("corpus-" + leaf);
-  std::string cmd = tool.empty() ? fmt::format("cp '{}' '{}'", src, out)
-                                 : fmt::format("{} -dc '{}' > '{}'", tool, src, out);
-  if (std::system(cmd.c_str()) != 0) throw std::runtime_error("cannot decompress " + src);
+
+  std::error_code ec;
+  fs::create_directories(VHDX_TEST_CACHE_DIR, ec);
+  const std::string out = std::string(VHDX_TEST_CACHE_DIR) + "/corpus-" + leaf;
+  const std::string stamp_path = out + ".stamp";
+  int lock_fd = ::open((out + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd < 0 || ::flock(lock_fd, LOCK_EX) != 0) throw std::runtime_error("cannot lock " + out + ".lock");
+  const std::string source_stamp = FileStamp(src);
+  if (source_stamp.empty()) {
+    ::close(lock_fd);
+    throw std::runtime_error("corpus file missing: " + src);
+  }
+  // The stamp names the source it came from and the copy as published.
+  auto wanted = [&] { return source_stamp + " -> " + FileStamp(out); };
+  if (ReadStamp(stamp_path) != wanted() || FileStamp(out).empty()) {
+    const std::string tmp = out + ".tmp";
+    std::string cmd = tool.empty() ? fmt::format("cp '{}' '{}'", src, tmp)
+                                   : fmt::format("{} -dc '{}' > '{}'", tool, src, tmp);
+    bool ok = std::system(cmd.c_str()) == 0 && std::rename(tmp.c_str(), out.c_str()) == 0;
+    if (ok) {
+      std::ofstream(stamp_path, std::ios::trunc) << wanted() << "\n";
+    }
+    if (!ok) {
+      ::unlink(tmp.c_str());
+      ::close(lock_fd);
+      throw std::runtime_error("cannot decompress " + src);
+    }
+  }
+  ::close(lock_fd);
   done[name] = out;
   return out;
 }
@@ -140,6 +192,19 @@ std::string NbdkitPluginPath() {
 
 bool HaveTool(const std::string& tool) {
   return Run("command -v " + tool + " >/dev/null").exit_code == 0;
+}
+
+QemuNbdServer::QemuNbdServer(const std::string& image, bool read_only) : pidfile_(image + ".qemu-nbd.pid") {
+  started_ = Run("qemu-nbd " + std::string(read_only ? "-r " : "") + "-f vhdx -k " + ShellQuote(image + ".sock") +
+                 " --fork --pid-file " + ShellQuote(pidfile_) + " " + ShellQuote(image));
+  if (started_.exit_code != 0) pidfile_.clear();
+}
+
+void QemuNbdServer::Stop() {
+  if (pidfile_.empty()) return;
+  const std::string pid = "$(cat " + ShellQuote(pidfile_) + ")";
+  Run("kill " + pid + " && while kill -0 " + pid + " 2>/dev/null; do sleep 0.05; done; rm -f " + ShellQuote(pidfile_));
+  pidfile_.clear();
 }
 
 }  // namespace vhdx::test

@@ -18,8 +18,9 @@ namespace vhdx::test {
 // GTEST_SKIP() with a message.
 std::optional<std::string> CorpusDir();
 
-// Decompresses corpus file `name` (e.g. "fixed.vhdx.gz") into a per-process
-// scratch folder once and returns the path of the decompressed image.
+// Decompresses corpus file `name` (e.g. "fixed.vhdx.gz") into the build
+// tree's test cache, once for all test processes, and returns the path of
+// the decompressed image. Callers only read it (copy it before writing).
 std::string DecompressCorpusImage(const std::string& name);
 
 // A fresh scratch directory for this process (removed at exit).
@@ -64,5 +65,24 @@ std::string CliPath();
 std::string NbdkitPluginPath();
 // True when `tool` is on PATH.
 bool HaveTool(const std::string& tool);
+
+// `qemu-nbd -f vhdx [-r] IMAGE` in the background on a Unix socket beside
+// the image, holding QEMU's locks on it, for as long as this object lives
+// (stopped and waited for at scope exit, whatever the test's outcome).
+class QemuNbdServer {
+ public:
+  QemuNbdServer(const std::string& image, bool read_only);
+  ~QemuNbdServer() { Stop(); }
+  QemuNbdServer(const QemuNbdServer&) = delete;
+  QemuNbdServer& operator=(const QemuNbdServer&) = delete;
+  // How starting it went (exit_code 0: serving).
+  const CommandResult& started() const { return started_; }
+  // Stops it and waits until it has exited (its locks are gone then).
+  void Stop();
+
+ private:
+  std::string pidfile_;
+  CommandResult started_;
+};
 
 }  // namespace vhdx::test
