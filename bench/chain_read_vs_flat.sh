@@ -50,24 +50,6 @@ size=$(numfmt --from=iec "$SIZE")
 mib=$((size >> 20))
 ((size % (1 << 20) == 0 && mib >= 64)) || die "SIZE must be a whole number of MiB, at least 64M"
 
-# overwrite_tenth IMAGE SEED: about 10% of the disk rewritten in partial
-# blocks with `vhdx io`: writes of 4 KiB to 508 KiB (whole 512-byte sectors)
-# at random 512-byte-aligned offsets, a different byte pattern each.
-overwrite_tenth() {
-  local image=$1 seed=$2 script
-  mapfile -t script < <(awk -v size="$size" -v seed="$seed" 'BEGIN {
-    srand(seed); target = size / 10; done = 0
-    while (done < target) {
-      len = (8 + int(rand() * 1009)) * 512
-      off = int(rand() * ((size - len) / 512)) * 512
-      printf "-c\nwrite -P %d %d %d\n", 1 + int(rand() * 255), off, len
-      done += len
-    }
-  }')
-  "$VHDX" io "${script[@]}" "$image" >/dev/null || die "vhdx io on $image failed"
-  echo "  $(basename "$image"): $((${#script[@]} / 2)) writes"
-}
-
 describe() {
   "$VHDX" info "$1" | sed -n "s/^\(type\|block size\|blocks\|disk size\): /  $(basename "$1") \1: /p"
 }

@@ -176,3 +176,21 @@ timed_read() {
   awk -v w="$wall" -v a="$after" -v b="$before" -v hz="$(getconf CLK_TCK)" \
     'BEGIN {if (a == "-" || b == "-") print w, "-"; else printf "%s %.2f\n", w, (a - b) / hz}'
 }
+
+# overwrite_tenth IMAGE SEED: about 10% of the disk ($size bytes) rewritten in partial
+# blocks with `vhdx io`: writes of 4 KiB to 508 KiB (whole 512-byte sectors)
+# at random 512-byte-aligned offsets, a different byte pattern each.
+overwrite_tenth() {
+  local image=$1 seed=$2 script
+  mapfile -t script < <(awk -v size="$size" -v seed="$seed" 'BEGIN {
+    srand(seed); target = size / 10; done = 0
+    while (done < target) {
+      len = (8 + int(rand() * 1009)) * 512
+      off = int(rand() * ((size - len) / 512)) * 512
+      printf "-c\nwrite -P %d %d %d\n", 1 + int(rand() * 255), off, len
+      done += len
+    }
+  }')
+  "$VHDX" io "${script[@]}" "$image" >/dev/null || die "vhdx io on $image failed"
+  echo "  $(basename "$image"): $((${#script[@]} / 2)) writes"
+}

@@ -1,7 +1,7 @@
 // Conversions. The source is walked by where its data is: a VHDX image by its
 // allocation map, a raw file by SEEK_DATA/SEEK_HOLE, so empty space is
 // skipped without reading it. Data is moved in large requests, with reading
-// (and the zero scan) on one thread and writing on another.
+// (and the zero scan) and writing spread over a few worker threads.
 #include "vhdx/convert.h"
 
 #include <errno.h>
@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -193,61 +192,63 @@ Status PreadExact(int fd, uint64_t offset, uint8_t* buf, size_t n) {
   return Status::Ok();
 }
 
-// Runs `read(i, buf)` (and the zero scan) for piece i+1 while `write` handles
-// piece i.
-Status Pipeline(const std::vector<Piece>& pieces, const std::function<Status(size_t, uint8_t*)>& read,
-                const std::function<Status(const Piece&, const uint8_t*, const std::vector<Run>&)>& write) {
+// How many pieces are in flight at once, each on a worker of its own. One
+// reader and one writer in turn leave both cores waiting on the other half:
+// a write into fresh page cache costs as much as the read that filled it,
+// and several workers keep both busy (as qemu-img's parallel requests do).
+// Memory stays kWorkers pieces whatever the disk size.
+constexpr int kWorkers = 4;
+
+using PieceWriter = std::function<Status(const Piece&, const uint8_t*, const std::vector<Run>&)>;
+
+// Reads every piece (`read(i, buf)`), finds its non-zero runs and hands it
+// to `write`, kWorkers pieces at a time, in any order. `taken(i)` is called
+// under a lock as piece i is taken, in order of i. `done(end)` is called
+// (under a lock, with the end offset of the longest prefix of pieces done)
+// each time that prefix grows, so progress only moves forward. The first
+// error stops the workers and is returned.
+Status Pipeline(const std::vector<Piece>& pieces, const std::function<void(size_t)>& taken,
+                const std::function<Status(size_t, uint8_t*)>& read, const PieceWriter& write,
+                const std::function<void(uint64_t)>& done) {
   if (pieces.empty()) return Status::Ok();
-  AlignedBuffer bufs[2] = {AlignedBuffer(kChunk), AlignedBuffer(kChunk)};
-  std::vector<Run> runs[2];
+  const int workers = static_cast<int>(std::min<size_t>(kWorkers, pieces.size()));
   std::mutex mu;
-  std::condition_variable cv;
-  // filled[i]: buffer i holds the next piece for its slot, ready to write.
-  bool filled[2] = {false, false};
-  Status read_status, write_status;
-  bool abort = false;
-  std::thread reader([&] {
-    for (size_t i = 0; i < pieces.size(); ++i) {
-      int slot = i % 2;
+  size_t next = 0;              // the next piece a worker takes
+  size_t prefix = 0;            // pieces [0, prefix) are written
+  std::vector<bool> finished(pieces.size(), false);
+  Status first_error;
+  auto work = [&] {
+    AlignedBuffer buf(kChunk);
+    std::vector<Run> runs;
+    for (;;) {
+      size_t i;
       {
-        std::unique_lock lock(mu);
-        cv.wait(lock, [&] { return !filled[slot] || abort; });
-        if (abort) return;
+        std::lock_guard lock(mu);
+        if (!first_error.ok() || next == pieces.size()) return;
+        i = next++;
+        taken(i);
       }
-      Status s = read(i, bufs[slot].data());
-      if (s.ok()) NonZeroRuns(bufs[slot].data(), pieces[i].start, pieces[i].length, runs[slot]);
+      Status s = read(i, buf.data());
+      if (s.ok()) {
+        NonZeroRuns(buf.data(), pieces[i].start, pieces[i].length, runs);
+        s = write(pieces[i], buf.data(), runs);
+      }
       std::lock_guard lock(mu);
       if (!s.ok()) {
-        read_status = s;
-        abort = true;
-        cv.notify_all();
+        if (first_error.ok()) first_error = s;
         return;
       }
-      filled[slot] = true;
-      cv.notify_all();
+      finished[i] = true;
+      const size_t before = prefix;
+      while (prefix < pieces.size() && finished[prefix]) ++prefix;
+      if (prefix != before && done) done(pieces[prefix - 1].start + pieces[prefix - 1].length);
     }
-  });
-  for (size_t i = 0; i < pieces.size(); ++i) {
-    int slot = i % 2;
-    {
-      std::unique_lock lock(mu);
-      cv.wait(lock, [&] { return filled[slot] || abort; });
-      if (abort) break;
-    }
-    Status s = write(pieces[i], bufs[slot].data(), runs[slot]);
-    std::lock_guard lock(mu);
-    if (!s.ok()) {
-      write_status = s;
-      abort = true;
-      cv.notify_all();
-      break;
-    }
-    filled[slot] = false;
-    cv.notify_all();
-  }
-  reader.join();
-  if (!read_status.ok()) return read_status;
-  return write_status;
+  };
+  std::vector<std::thread> threads;
+  for (int t = 1; t < workers; ++t) threads.emplace_back(work);
+  work();
+  for (std::thread& t : threads) t.join();
+  return first_error;
 }
 
 // Hands a borrowed File to Image::Open (which takes ownership of its File),
@@ -266,6 +267,7 @@ class BorrowedFile final : public File {
   Status Allocate(uint64_t offset, uint64_t length) override { return base_.Allocate(offset, length); }
   Result<uint64_t> AllocatedSize() const override { return base_.AllocatedSize(); }
   bool writable() const override { return base_.writable(); }
+  void WillNeed(uint64_t offset, uint64_t length) const override { base_.WillNeed(offset, length); }
   const std::string& name() const override { return base_.name(); }
 
  private:
@@ -410,17 +412,22 @@ class SourceWalker {
   }
 
   // Before piece i of `pieces` is read: asks the kernel to start reading the
-  // raw source's pieces up to kPrefetch bytes ahead. Data runs between holes
+  // source's pieces up to kPrefetch bytes ahead (for a VHDX source, the
+  // host ranges behind them, through the chain). Data runs between holes
   // look like random reads to the kernel's readahead, which then starts
-  // small for each run; this keeps several MiB in flight across the holes,
-  // as qemu-img's parallel requests do (measured cold: ~1.5x faster).
+  // small for each run, and several workers reading side by side confuse
+  // it further; this keeps several MiB in flight across the holes, as
+  // qemu-img's parallel requests do (measured cold: ~1.5x faster).
   void Prefetch(const std::vector<Piece>& pieces, size_t i) {
-    if (src_.is_vhdx()) return;
     if (i == 0) prefetched_ = prefetched_bytes_ = consumed_bytes_ = 0;  // a new window
     while (prefetched_ < pieces.size() && prefetched_bytes_ - consumed_bytes_ < kPrefetch) {
       const Piece& p = pieces[prefetched_++];
-      (void)::posix_fadvise(src_.raw_fd(), static_cast<off_t>(p.start), static_cast<off_t>(p.length),
-                            POSIX_FADV_WILLNEED);
+      if (src_.is_vhdx()) {
+        src_.image()->Prefetch(p.start, p.length);
+      } else {
+        (void)::posix_fadvise(src_.raw_fd(), static_cast<off_t>(p.start), static_cast<off_t>(p.length),
+                              POSIX_FADV_WILLNEED);
+      }
       prefetched_bytes_ += p.length;
     }
     consumed_bytes_ += pieces[i].length;
@@ -434,18 +441,19 @@ class SourceWalker {
   uint64_t prefetched_bytes_ = 0, consumed_bytes_ = 0;
 };
 
-// Moves every data piece of `src` through `write`, window by window.
-Status ForEachDataPiece(const ConvertSource& src,
-                        const std::function<Status(const Piece&, const uint8_t*, const std::vector<Run>&)>& write) {
+// Moves every data piece of `src` through `write` (from several threads at
+// once), window by window, reporting progress against `total`.
+Status ForEachDataPiece(const ConvertSource& src, const PieceWriter& write, const ConvertOptions& options,
+                        uint64_t total) {
   SourceWalker walker(src);
-  const uint64_t total = src.size();
-  for (uint64_t start = 0; start < total; start += kWindow) {
-    VHDX_ASSIGN_OR_RETURN(std::vector<Piece> pieces, walker.Pieces(start, std::min(kWindow, total - start)));
-    auto read = [&](size_t i, uint8_t* buf) {
-      walker.Prefetch(pieces, i);
-      return walker.Read(pieces[i], buf);
-    };
-    VHDX_RETURN_IF_ERROR(Pipeline(pieces, read, write));
+  const uint64_t size = src.size();
+  std::function<void(uint64_t)> done;
+  if (options.progress) done = [&](uint64_t end) { options.progress(end, total); };
+  for (uint64_t start = 0; start < size; start += kWindow) {
+    VHDX_ASSIGN_OR_RETURN(std::vector<Piece> pieces, walker.Pieces(start, std::min(kWindow, size - start)));
+    auto taken = [&](size_t i) { walker.Prefetch(pieces, i); };
+    auto read = [&](size_t i, uint8_t* buf) { return walker.Read(pieces[i], buf); };
+    VHDX_RETURN_IF_ERROR(Pipeline(pieces, taken, read, write, done));
   }
   return Status::Ok();
 }
@@ -460,10 +468,9 @@ Status ConvertToRaw(const ConvertSource& src, File& dst, const ConvertOptions& o
   auto write = [&](const Piece& p, const uint8_t* buf, const std::vector<Run>& runs) -> Status {
     for (const Run& r : runs)
       VHDX_RETURN_IF_ERROR(dst.WriteAt(p.start + r.offset, buf + r.offset, r.length).WithContext(out_name));
-    if (options.progress) options.progress(p.start + p.length, total);
     return Status::Ok();
   };
-  VHDX_RETURN_IF_ERROR(ForEachDataPiece(src, write));
+  VHDX_RETURN_IF_ERROR(ForEachDataPiece(src, write, options, total));
   if (options.progress) options.progress(total, total);
   return Status::Ok();
 }
@@ -560,10 +567,9 @@ Status ConvertToVhdx(const ConvertSource& src, File& dst, const CreateOptions& c
   auto write = [&](const Piece& p, const uint8_t* buf, const std::vector<Run>& runs) -> Status {
     for (const Run& r : runs)
       VHDX_RETURN_IF_ERROR(image.Write(p.start + r.offset, buf + r.offset, r.length).WithContext(out_name));
-    if (options.progress) options.progress(p.start + p.length, total);
     return Status::Ok();
   };
-  VHDX_RETURN_IF_ERROR(ForEachDataPiece(src, write));
+  VHDX_RETURN_IF_ERROR(ForEachDataPiece(src, write, options, total));
   VHDX_RETURN_IF_ERROR(image.Close().WithContext(out_name));
   if (options.progress) options.progress(total, total);
   return Status::Ok();

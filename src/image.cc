@@ -579,6 +579,27 @@ Status ImageImpl::Map(uint64_t start, uint64_t length,
   return Status::Ok();
 }
 
+void ImageImpl::Prefetch(uint64_t offset, uint64_t length) const {
+  // This image's data goes to its own file; ranges a parent defines go to
+  // the parent, which does the same one level down.
+  uint64_t parent_start = 0, parent_end = 0;
+  auto flush_parent = [&] {
+    if (parent_end > parent_start) parent_->Prefetch(parent_start, parent_end - parent_start);
+    parent_start = parent_end = 0;
+  };
+  (void)Map(offset, length, [&](const MapExtent& x) {
+    if (x.depth == 0) {
+      if (x.data) view_->WillNeed(*x.offset, x.length);
+    } else if (x.data) {
+      if (x.start != parent_end) flush_parent();
+      if (parent_end == 0) parent_start = x.start;
+      parent_end = x.start + x.length;
+    }
+    return true;
+  });
+  flush_parent();
+}
+
 Result<AllocationSummary> ImageImpl::CountAllocation() const {
   AllocationSummary sum;
   constexpr uint64_t kBatch = 65536;

@@ -48,6 +48,7 @@ class ImageImpl final : public Image {
   Status Map(uint64_t start, uint64_t length,
              const std::function<bool(const MapExtent&)>& sink) const override;
   Result<AllocationSummary> CountAllocation() const override;
+  void Prefetch(uint64_t offset, uint64_t length) const override;
 
   Status Write(uint64_t offset, const void* buf, size_t n, const WriteOptions& options) override;
   Status Flush() override;

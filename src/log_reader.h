@@ -91,6 +91,9 @@ class ReplayOverlayFile final : public File {
   Status PunchHole(uint64_t, uint64_t) override { return ReadOnly(); }
   Status Allocate(uint64_t, uint64_t) override { return ReadOnly(); }
   bool writable() const override { return false; }
+  // Ranges the log rewrote are read from memory or the log; asking for the
+  // base file's range still covers the rest.
+  void WillNeed(uint64_t offset, uint64_t length) const override { base_.WillNeed(offset, length); }
   const std::string& name() const override { return base_.name(); }
 
  private:

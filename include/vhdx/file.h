@@ -36,6 +36,9 @@ class File {
   // Bytes the file occupies on the host (st_blocks * 512 for POSIX files).
   virtual Result<uint64_t> AllocatedSize() const { return Size(); }
   virtual bool writable() const = 0;
+  // A hint that [offset, offset+length) will be read soon, so the host can
+  // start reading it (posix_fadvise WILLNEED). Returns at once; no errors.
+  virtual void WillNeed(uint64_t /*offset*/, uint64_t /*length*/) const {}
   // Drops the file's lock against other processes (FileLockMode) before
   // the file is closed: called once the image is closed and clean.
   virtual void ReleaseLock() {}

@@ -237,6 +237,11 @@ class Image {
 
   // Counts BAT entries by state (reads the whole BAT).
   virtual Result<AllocationSummary> CountAllocation() const = 0;
+  // A hint that [offset, offset+length) of the virtual disk will be read
+  // soon: the host file ranges holding its data, at every level of the
+  // chain, are passed to File::WillNeed. Returns at once; errors (a range
+  // out of bounds, a damaged BAT entry) are left for the read to report.
+  virtual void Prefetch(uint64_t offset, uint64_t length) const = 0;
 
   // ---- Writing (images opened with read_only = false) -------------------
   // Every call on a read-only image fails with kReadOnly; a range past the
