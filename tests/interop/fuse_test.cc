@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -48,6 +49,7 @@ class Mount {
 
   bool mounted() const { return mounted_; }
   const CommandResult& result() const { return result_; }
+  const std::string& dir() const { return dir_; }
   std::string disk() const { return dir_ + "/disk"; }
   // Unmounts, waiting until the image is closed; the test sees the status.
   int Unmount() {
@@ -55,6 +57,7 @@ class Mount {
     mounted_ = false;
     CommandResult r = Vhdx("unmount " + ShellQuote(dir_));
     EXPECT_EQ(r.exit_code, 0) << r.output;
+    if (r.exit_code != 0) vhdx::test::Run("fusermount3 -uz " + ShellQuote(dir_));  // never leave one behind
     return r.exit_code;
   }
 
@@ -349,6 +352,113 @@ TEST(FuseTest, ImageInUseIsNotMountedTwice) {
   }
   EXPECT_EQ(reader1.Unmount(), 0);
   EXPECT_EQ(reader2.Unmount(), 0);
+}
+
+// What the daemon serving `mountpoint` holds open: pipes (libfuse makes one
+// per worker thread for splicing, and only then) and descriptors of `file`.
+struct DaemonFds {
+  bool found = false;
+  int pipes = 0;
+  int opens_of_file = 0;
+};
+
+DaemonFds DaemonFdsOf(const std::string& mountpoint, const std::string& file) {
+  DaemonFds out;
+  std::error_code ec;
+  const fs::path target = fs::canonical(file, ec);
+  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+    const std::string pid = entry.path().filename().string();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream cmdline(entry.path() / "cmdline");
+    std::string arg, last;
+    bool is_vhdx = false;
+    for (bool first = true; std::getline(cmdline, arg, '\0'); first = false) {
+      if (first) is_vhdx = fs::path(arg).filename() == "vhdx";
+      last = arg;
+    }
+    if (!is_vhdx || last != mountpoint) continue;
+    out.found = true;
+    for (const auto& fd : fs::directory_iterator(entry.path() / "fd", ec)) {
+      const std::string link = fs::read_symlink(fd.path(), ec).string();
+      if (link.rfind("pipe:", 0) == 0) ++out.pipes;
+      if (!ec && fs::path(link) == target) ++out.opens_of_file;
+    }
+  }
+  return out;
+}
+
+// Read-only mounts of clean images reply from the image file by splice(2);
+// read-write mounts and dirty images copy through the daemon, which must
+// then show the in-memory log replay, never the stale file. Every way reads
+// the bytes `vhdx convert -O raw` gives.
+TEST(FuseTest, ReadOnlyMountsSpliceCleanImagesAndCopyDirtyOnes) {
+  REQUIRE_FUSE();
+  std::string image = NewImage("splice.vhdx");
+  // Whole blocks, part blocks, a zero range inside data, and holes.
+  ASSERT_EQ(Vhdx("io -c 'write -P 0x61 0 3M' -c 'write -P 0x62 5M 1536k' -c 'write -z 1M 64k' "
+                 "-c 'write -P 0x63 40M 4k' " + ShellQuote(image)).exit_code, 0);
+  const std::string expected = RawHash(image);
+  auto read_all = [](const std::string& disk) { return Sha256OfFile(disk); };
+  // Copying mounts first: what a daemon holds open without splicing (the
+  // library's descriptors of the image, libfuse's own pipe).
+  DaemonFds copying;
+  for (const std::string flags : {"-r --no-splice", ""}) {
+    SCOPED_TRACE(flags);
+    Mount m(image, flags, flags.empty() ? "-rw" : "-copy");
+    REQUIRE_MOUNTED(m);
+    EXPECT_EQ(read_all(m.disk()), expected);
+    DaemonFds fds = DaemonFdsOf(m.dir(), image);
+    ASSERT_TRUE(fds.found) << "no vhdx process serves " << m.dir();
+    ASSERT_GE(fds.opens_of_file, 1);
+    if (!flags.empty()) {
+      copying = fds;
+    } else {
+      EXPECT_EQ(fds.pipes, copying.pipes) << "a read-write mount spliced";
+      EXPECT_EQ(fds.opens_of_file, copying.opens_of_file);
+    }
+    ASSERT_EQ(m.Unmount(), 0);
+  }
+  {
+    Mount m(image, "-r");
+    REQUIRE_MOUNTED(m);
+    EXPECT_EQ(read_all(m.disk()), expected);
+    DaemonFds fds = DaemonFdsOf(m.dir(), image);
+    ASSERT_TRUE(fds.found);
+    EXPECT_GT(fds.pipes, copying.pipes) << "the read-only mount did not splice";
+    EXPECT_EQ(fds.opens_of_file, copying.opens_of_file + 1) << "one more descriptor, spliced from";
+    ASSERT_EQ(m.Unmount(), 0);
+  }
+  // A dirty copy: the image as a live read-write mount leaves it after an
+  // fsync (log entries durable, LogGuid set).
+  std::string dirty = ScratchPath("splice-dirty.vhdx");
+  fs::remove(dirty);
+  {
+    Mount writer(image);
+    REQUIRE_MOUNTED(writer);
+    int fd = open(writer.disk().c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    std::vector<uint8_t> data = Pattern(2 << 20, 5);
+    ASSERT_EQ(pwrite(fd, data.data(), data.size(), 20 << 20), static_cast<ssize_t>(data.size()));
+    ASSERT_EQ(fsync(fd), 0);
+    fs::copy_file(image, dirty);
+    close(fd);
+    ASSERT_EQ(writer.Unmount(), 0);
+  }
+  CommandResult info = Vhdx("info --output=json " + ShellQuote(dirty));
+  ASSERT_EQ(info.exit_code, 0) << info.output;
+  ASSERT_NE(info.output.find("\"dirty\": true"), std::string::npos) << info.output;
+  const std::string dirty_expected = RawHash(dirty);
+  EXPECT_EQ(dirty_expected, RawHash(image)) << "the dirty copy replays to the closed image's bytes";
+  {
+    Mount m(dirty, "-r");
+    REQUIRE_MOUNTED(m);
+    EXPECT_EQ(read_all(m.disk()), dirty_expected);
+    DaemonFds fds = DaemonFdsOf(m.dir(), dirty);
+    ASSERT_TRUE(fds.found);
+    EXPECT_EQ(fds.pipes, copying.pipes) << "a dirty image was spliced from its file";
+    EXPECT_EQ(fds.opens_of_file, copying.opens_of_file);
+    ASSERT_EQ(m.Unmount(), 0);
+  }
 }
 
 TEST(FuseTest, MountErrorsAreOneLine) {
