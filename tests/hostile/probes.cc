@@ -333,6 +333,23 @@ std::string Reap(pid_t pid, bool timed_out, int* exit_code) {
   return "";
 }
 
+// The vfork itself, in a frame of its own that holds no C++ object: the
+// child borrows this frame until it execs, and GCC (-Wclobbered, at -O1)
+// rightly distrusts any object whose state lives across that. `limit`:
+// the address-space limit for the child, or none.
+__attribute__((noinline)) pid_t SpawnCli(const char* path, char* const* argv, char* const* envp, int out_fd,
+                                         int err_fd, const rlimit* limit) {
+  pid_t pid = vfork();
+  if (pid == 0) {  // only async-signal-safe calls until exec
+    dup2(out_fd, STDOUT_FILENO);
+    dup2(err_fd, STDERR_FILENO);
+    if (limit) setrlimit(RLIMIT_AS, limit);
+    execve(path, argv, envp);
+    _exit(127);
+  }
+  return pid;
+}
+
 LibraryOutcome Failed(std::string why) {
   LibraryOutcome o;
   o.failure = std::move(why);
@@ -371,14 +388,7 @@ CliRun RunCli(const std::vector<std::string>& args) {
     run.failure = "cannot set up the child's output";
     return run;
   }
-  pid_t pid = vfork();
-  if (pid == 0) {  // only async-signal-safe calls until exec
-    dup2(null, STDOUT_FILENO);
-    dup2(fds[1], STDERR_FILENO);
-    if (!kAsan) setrlimit(RLIMIT_AS, &limit);
-    execve(cli.c_str(), argv.data(), envp.data());
-    _exit(127);
-  }
+  pid_t pid = SpawnCli(cli.c_str(), argv.data(), envp.data(), null, fds[1], kAsan ? nullptr : &limit);
   close(null);
   close(fds[1]);
   if (pid < 0) {
