@@ -174,20 +174,21 @@ if wants raw-chain; then
   rm -f "$work/child.avhdx" "$work/flat.vhdx"
 fi
 
+# to_vhdx LABEL SOURCE FORMAT: the -O vhdx pair (dynamic, 8 MiB blocks for
+# both tools) on SOURCE, then verify_vhdx against the half-full raw disk.
+to_vhdx() {
+  ours=("$VHDX" convert -O vhdx --block-size 8M "$2" "$work/ours.vhdx")
+  qemu=(qemu-img convert -f "$3" -O vhdx -o subformat=dynamic,block_size=8M "$2" "$work/qemu.vhdx")
+  bench_pair "$1" "$size" "$work/ours.vhdx" "$work/qemu.vhdx"
+  verify_vhdx "$raw" raw
+}
 if wants vhdx-from-raw; then
   echo "== vhdx-from-raw: the $SIZE half-full raw disk to a dynamic VHDX with 8 MiB blocks"
-  ours=("$VHDX" convert -O vhdx --block-size 8M "$raw" "$work/ours.vhdx")
-  qemu=(qemu-img convert -f raw -O vhdx -o subformat=dynamic,block_size=8M "$raw" "$work/qemu.vhdx")
-  bench_pair vhdx-from-raw "$size" "$work/ours.vhdx" "$work/qemu.vhdx"
-  verify_vhdx "$raw" raw
+  to_vhdx vhdx-from-raw "$raw" raw
 fi
-
 if wants vhdx-from-vhdx; then
   echo "== vhdx-from-vhdx: the 8 MiB-block image to a dynamic VHDX with 8 MiB blocks"
-  ours=("$VHDX" convert -O vhdx --block-size 8M "$work/half-8M.vhdx" "$work/ours.vhdx")
-  qemu=(qemu-img convert -f vhdx -O vhdx -o subformat=dynamic,block_size=8M "$work/half-8M.vhdx" "$work/qemu.vhdx")
-  bench_pair vhdx-from-vhdx "$size" "$work/ours.vhdx" "$work/qemu.vhdx"
-  verify_vhdx "$raw" raw
+  to_vhdx vhdx-from-vhdx "$work/half-8M.vhdx" vhdx
 fi
 
 echo

@@ -6,8 +6,10 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "format/constants.h"
@@ -69,7 +71,7 @@ inline std::vector<MapExtent> MapAll(const Image& image) {
 }
 
 // Counts the reads that reach a wrapped File and the bytes they read inside
-// one watched range (e.g. the BAT region).
+// one watched range (e.g. the BAT region), and records the WillNeed hints.
 class CountingFile final : public File {
  public:
   CountingFile(std::unique_ptr<File> base, uint64_t watch_start, uint64_t watch_end)
@@ -92,7 +94,16 @@ class CountingFile final : public File {
   Status Allocate(uint64_t o, uint64_t l) override { return base_->Allocate(o, l); }
   bool writable() const override { return base_->writable(); }
   const std::string& name() const override { return base_->name(); }
+  void WillNeed(uint64_t offset, uint64_t length) const override {
+    std::lock_guard lock(hints_mu_);
+    hints_.emplace_back(offset, length);
+  }
 
+  // The (offset, length) hints so far, which are then forgotten.
+  std::vector<std::pair<uint64_t, uint64_t>> TakeHints() const {
+    std::lock_guard lock(hints_mu_);
+    return std::exchange(hints_, {});
+  }
   uint64_t reads() const { return reads_; }
   uint64_t bytes() const { return bytes_; }
   uint64_t watched_bytes() const { return watched_bytes_; }
@@ -101,6 +112,8 @@ class CountingFile final : public File {
   std::unique_ptr<File> base_;
   uint64_t watch_start_, watch_end_;
   mutable std::atomic<uint64_t> reads_{0}, bytes_{0}, watched_bytes_{0};
+  mutable std::mutex hints_mu_;
+  mutable std::vector<std::pair<uint64_t, uint64_t>> hints_;
 };
 
 }  // namespace vhdx::test
