@@ -453,6 +453,12 @@ int RunMount(const std::string& image_path, const std::string& mountpoint, bool 
   std::vector<char*> argv;
   for (auto& a : arg_strings) argv.push_back(a.data());
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+  // fuse_new rewrites the argument list into memory of its own (allocated
+  // once it adds an argument); freed whichever way this function returns.
+  struct ArgsFree {
+    fuse_args* a;
+    ~ArgsFree() { fuse_opt_free_args(a); }
+  } args_free{&args};
   fuse_operations ops = MakeOperations(!state.splice_fds.empty());
   fuse* fs = fuse_new(&args, &ops, sizeof ops, &state);
   if (!fs) return Fail(mountpoint, "cannot set up FUSE");
