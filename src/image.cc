@@ -580,24 +580,18 @@ Status ImageImpl::Map(uint64_t start, uint64_t length,
 }
 
 void ImageImpl::Prefetch(uint64_t offset, uint64_t length) const {
-  // This image's data goes to its own file; ranges a parent defines go to
-  // the parent, which does the same one level down.
-  uint64_t parent_start = 0, parent_end = 0;
-  auto flush_parent = [&] {
-    if (parent_end > parent_start) parent_->Prefetch(parent_start, parent_end - parent_start);
-    parent_start = parent_end = 0;
-  };
+  // The map already names each extent's level and file offset: the file
+  // to hint is that level's (every image of a chain is an ImageImpl).
+  std::vector<const File*> files;
+  for (const Image* level = this; level; level = level->parent()) {
+    const auto* impl = dynamic_cast<const ImageImpl*>(level);
+    files.push_back(impl ? impl->view_ : nullptr);
+  }
   (void)Map(offset, length, [&](const MapExtent& x) {
-    if (x.depth == 0) {
-      if (x.data) view_->WillNeed(*x.offset, x.length);
-    } else if (x.data) {
-      if (x.start != parent_end) flush_parent();
-      if (parent_end == 0) parent_start = x.start;
-      parent_end = x.start + x.length;
-    }
+    const size_t depth = static_cast<size_t>(x.depth);
+    if (x.data && x.offset && depth < files.size() && files[depth]) files[depth]->WillNeed(*x.offset, x.length);
     return true;
   });
-  flush_parent();
 }
 
 Result<AllocationSummary> ImageImpl::CountAllocation() const {
