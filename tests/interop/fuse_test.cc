@@ -398,7 +398,6 @@ TEST(FuseTest, ReadOnlyMountsSpliceCleanImagesAndCopyDirtyOnes) {
   ASSERT_EQ(Vhdx("io -c 'write -P 0x61 0 3M' -c 'write -P 0x62 5M 1536k' -c 'write -z 1M 64k' "
                  "-c 'write -P 0x63 40M 4k' " + ShellQuote(image)).exit_code, 0);
   const std::string expected = RawHash(image);
-  auto read_all = [](const std::string& disk) { return Sha256OfFile(disk); };
   // Copying mounts first: what a daemon holds open without splicing (the
   // library's descriptors of the image, libfuse's own pipe).
   DaemonFds copying;
@@ -406,7 +405,7 @@ TEST(FuseTest, ReadOnlyMountsSpliceCleanImagesAndCopyDirtyOnes) {
     SCOPED_TRACE(flags);
     Mount m(image, flags, flags.empty() ? "-rw" : "-copy");
     REQUIRE_MOUNTED(m);
-    EXPECT_EQ(read_all(m.disk()), expected);
+    EXPECT_EQ(Sha256OfFile(m.disk()), expected);
     DaemonFds fds = DaemonFdsOf(m.dir(), image);
     ASSERT_TRUE(fds.found) << "no vhdx process serves " << m.dir();
     ASSERT_GE(fds.opens_of_file, 1);
@@ -421,7 +420,7 @@ TEST(FuseTest, ReadOnlyMountsSpliceCleanImagesAndCopyDirtyOnes) {
   {
     Mount m(image, "-r");
     REQUIRE_MOUNTED(m);
-    EXPECT_EQ(read_all(m.disk()), expected);
+    EXPECT_EQ(Sha256OfFile(m.disk()), expected);
     DaemonFds fds = DaemonFdsOf(m.dir(), image);
     ASSERT_TRUE(fds.found);
     EXPECT_GT(fds.pipes, copying.pipes) << "the read-only mount did not splice";
@@ -452,7 +451,7 @@ TEST(FuseTest, ReadOnlyMountsSpliceCleanImagesAndCopyDirtyOnes) {
   {
     Mount m(dirty, "-r");
     REQUIRE_MOUNTED(m);
-    EXPECT_EQ(read_all(m.disk()), dirty_expected);
+    EXPECT_EQ(Sha256OfFile(m.disk()), dirty_expected);
     DaemonFds fds = DaemonFdsOf(m.dir(), dirty);
     ASSERT_TRUE(fds.found);
     EXPECT_EQ(fds.pipes, copying.pipes) << "a dirty image was spliced from its file";

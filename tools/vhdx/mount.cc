@@ -217,7 +217,8 @@ fuse_bufvec* NewBufvec(size_t count) {
   return v;
 }
 
-// Reads on a spliceable mount: the map of the range becomes the reply, data
+// Reads on a spliceable mount (the only mounts that register read_buf, so
+// splice_fds holds every level): the map of the range becomes the reply, data
 // extents as (descriptor, offset) buffers that libfuse splices, zero
 // extents as zeroed memory. Anything else (an extent with no file data
 // that does not read as zeros) is read through Image::Read.
@@ -228,7 +229,7 @@ int OnReadBuf(const char*, fuse_bufvec** bufp, size_t n, off_t offset, fuse_file
   n = off >= s.size ? 0 : static_cast<size_t>(std::min<uint64_t>({n, s.size - off, INT_MAX}));
   std::vector<fuse_buf> parts;
   bool readable = true;
-  if (n > 0 && !s.splice_fds.empty()) {
+  if (n > 0) {
     Status st = s.image->Map(off, n, [&](const MapExtent& x) {
       fuse_buf b{};
       b.size = x.length;
@@ -253,7 +254,7 @@ int OnReadBuf(const char*, fuse_bufvec** bufp, size_t n, off_t offset, fuse_file
     });
     if (!st.ok()) return -ErrnoOf(st);
   }
-  if (n == 0 || s.splice_fds.empty() || !readable) {
+  if (n == 0 || !readable) {
     fuse_bufvec* v = NewBufvec(1);
     void* mem = n ? std::malloc(n) : nullptr;
     if (!v || (n && !mem)) {
