@@ -122,7 +122,7 @@ std::string QemuRawHash(const std::string& image_path) {
 }
 
 TEST_P(BuilderPeerTest, QemuImgReadsTheIntendedContent) {
-  if (!HaveTool("qemu-img")) GTEST_SKIP() << "qemu-img is not installed";
+  VHDX_REQUIRE(MissingTools({"qemu-img"}));
   const PeerCase& c = GetParam();
   ImageBuilder b(c.spec);
   std::vector<uint8_t> expected(c.spec.virtual_size, 0);
@@ -140,7 +140,7 @@ TEST_P(BuilderPeerTest, QemuImgReadsTheIntendedContent) {
 }
 
 TEST_P(BuilderPeerTest, VhdiinfoAcceptsTheImage) {
-  if (!HaveTool("vhdiinfo")) GTEST_SKIP() << "vhdiinfo is not installed";
+  VHDX_REQUIRE(MissingTools({"vhdiinfo"}));
   const PeerCase& c = GetParam();
   ImageBuilder b(c.spec);
   std::string path = ScratchPath("vhdi-" + c.name + ".vhdx");
@@ -167,7 +167,7 @@ INSTANTIATE_TEST_SUITE_P(
 // A dirty log written by the builder is replayed by qemu-img check -r all
 // to the same content our in-memory replay shows.
 TEST(ImageBuilder, QemuReplaysTheBuilderLog) {
-  if (!HaveTool("qemu-img")) GTEST_SKIP() << "qemu-img is not installed";
+  VHDX_REQUIRE(MissingTools({"qemu-img"}));
   ImageBuilder b({.virtual_size = 8 * MiB, .block_size = 1 * MiB, .physical_sector_size = 512});
   std::vector<uint8_t> expected(8 * MiB, 0);
   // Block 3 is written in place but only the log's BAT sector points at it.

@@ -1423,7 +1423,7 @@ constexpr size_t kCommitPoints = 120;
 
 TEST(ChainCrashTest, PowerFailureDuringCommitNeverBreaksTheChain) {
   const auto strace = UsableStrace();
-  if (!strace) GTEST_SKIP() << "strace is not installed or cannot trace here: commit not recorded";
+  VHDX_REQUIRE(strace ? "" : "strace is not installed or cannot trace here (ptrace refused): commit not recorded");
   const auto started = std::chrono::steady_clock::now();
   CommitChain c;
   MakeCommitChain(ScratchPath("commit-power"), 7, &c);
@@ -1451,7 +1451,7 @@ TEST(ChainCrashTest, PowerFailureDuringCommitNeverBreaksTheChain) {
 // parent_linkage2 names) is run again, and that run loses power.
 TEST(ChainCrashTest, PowerFailureWhileRerunningAnInterruptedCommitNeverBreaksTheChain) {
   const auto strace = UsableStrace();
-  if (!strace) GTEST_SKIP() << "strace is not installed or cannot trace here: commit not recorded";
+  VHDX_REQUIRE(strace ? "" : "strace is not installed or cannot trace here (ptrace refused): commit not recorded");
   const auto started = std::chrono::steady_clock::now();
   CommitChain c;
   MakeCommitChain(ScratchPath("commit-rerun"), 8, &c);

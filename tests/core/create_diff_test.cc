@@ -265,7 +265,7 @@ TEST(CreateDiffTest, DifferencingTypeNeedsAParent) {
 }
 
 TEST(CreateDiffTest, VhdiinfoReadsTheChild) {
-  if (!HaveTool("vhdiinfo")) GTEST_SKIP() << "vhdiinfo (libvhdi) is not installed";
+  VHDX_REQUIRE(MissingTools({"vhdiinfo"}));
   std::string parent = MakeParent("diff-vhdi");
   std::string child = ScratchPath("diff-vhdi/child.avhdx");
   ASSERT_TRUE(CreateImage(child, ChildOptions(parent)).ok());

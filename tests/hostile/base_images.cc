@@ -35,13 +35,8 @@ BaseImage Build(const std::string& name) {
 }  // namespace
 
 std::string BaseUnavailable(const std::string& name) {
-  if (IsCorpusBase(name))
-    return test::CorpusDir()
-               ? ""
-               : "corpus not found (set VHDX_CORPUS); skipping corpus-based hostile images";
-  if (!test::HaveTool("qemu-img") || !test::HaveTool("qemu-io"))
-    return "qemu-img/qemu-io not installed; cannot build base images";
-  return "";
+  if (IsCorpusBase(name)) return test::MissingCorpus();
+  return test::MissingTools({"qemu-img", "qemu-io"});  // they build the other bases
 }
 
 const BaseImage& GetBase(const std::string& name) {

@@ -24,9 +24,6 @@ std::string WithoutRunTime(const std::string& out) {
 
 class BenchCliTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    if (!HaveTool("qemu-img")) GTEST_SKIP() << "qemu-img is not installed";
-  }
   // Two identical fresh images made by `vhdx create`.
   void MakeImages(const std::string& size) {
     ours_ = ScratchPath("bench-ours.vhdx");
@@ -41,6 +38,7 @@ class BenchCliTest : public ::testing::Test {
 };
 
 TEST_F(BenchCliTest, WritesPrintWhatQemuImgPrintsAndLeaveTheSameDisk) {
+  VHDX_REQUIRE(MissingTools({"qemu-img"}));
   MakeImages("64M");
   const std::string opts = "-w -c 3000 -d 8 -s 4k -S 20k -o 3k --flush-interval=100 --pattern=0xa5";
   auto ours = test::Run(fmt::format("{} bench {} {}", CliPath(), opts, ours_));
@@ -81,6 +79,7 @@ TEST_F(BenchCliTest, ReadsAndStatsCountFsyncsPerFlush) {
 }
 
 TEST_F(BenchCliTest, BadOptionsFailLikeQemuImg) {
+  VHDX_REQUIRE(MissingTools({"qemu-img"}));
   MakeImages("16M");
   for (const char* bad : {"-c x", "-t bogus", "--flush-interval=5"}) {
     auto ours = test::Run(fmt::format("{} bench {} {}", CliPath(), bad, ours_));

@@ -353,6 +353,13 @@ void ExpectCliConvertReadsModel(const std::string& image, const std::string& out
   EXPECT_EQ(Sha256OfFile(out), chain.level_sha.back()) << "vhdx convert -O raw reads other bytes than the model";
 }
 
+// Reasons to skip the libvhdi parts, or "".
+std::string LibvhdiUnavailable() {
+  if (!HaveTool("vhdiinfo") || !HaveTool("vhdimount")) return "libvhdi-utils (vhdiinfo, vhdimount) is not installed";
+  if (::access("/dev/fuse", R_OK | W_OK) != 0) return "/dev/fuse is not available here: vhdimount cannot mount";
+  return "";
+}
+
 // A standalone (dynamic or fixed) image that must read as the model:
 // through the library, `vhdx check`, and for 512-byte sectors `qemu-img
 // check` and `qemu-img compare` with the raw conversion `raw`; QEMU refuses
@@ -370,21 +377,16 @@ void ExpectStandaloneReadsModel(const std::string& path, const std::string& raw,
   for (const CheckFinding& f : report->findings) ADD_FAILURE() << "vhdx check: " << f.structure << ": " << f.message;
 
   if (chain.sector == 512) {
-    if (!HaveTool("qemu-img")) {
-      std::cout << "[  SKIPPED ] qemu-img part: qemu-utils is not installed\n";
-      return;
-    }
+    if (!RunPart("qemu-img check and compare", MissingTools({"qemu-img"}))) return;
     CommandResult r = vhdx::test::Run("qemu-img check -f vhdx " + ShellQuote(path));
     EXPECT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find("No errors were found on the image."), std::string::npos) << r.output;
     r = vhdx::test::Run(fmt::format("qemu-img compare -f vhdx -F raw {} {}", ShellQuote(path), ShellQuote(raw)));
     EXPECT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find("Images are identical."), std::string::npos) << r.output;
-  } else if (HaveTool("vhdiinfo") && HaveTool("vhdimount")) {
+  } else if (RunPart("libvhdi part", LibvhdiUnavailable())) {
     std::string unmountable = ExpectLibvhdiReads(path, chain.size, 4096, chain.level_sha.back());
-    if (!unmountable.empty()) std::cout << "[  SKIPPED ] libvhdi part: " << unmountable << "\n";
-  } else {
-    std::cout << "[  SKIPPED ] libvhdi part: libvhdi-utils is not installed\n";
+    RunPart("vhdimount part", unmountable);
   }
 }
 
@@ -430,13 +432,6 @@ class ChainMount {
   bool unmounted_ = false;
 };
 
-// Reasons to skip the libvhdi parts, or "".
-std::string LibvhdiUnavailable() {
-  if (!HaveTool("vhdiinfo") || !HaveTool("vhdimount")) return "libvhdi-utils (vhdiinfo, vhdimount) is not installed";
-  if (::access("/dev/fuse", R_OK | W_OK) != 0) return "/dev/fuse is not available here: vhdimount cannot mount";
-  return "";
-}
-
 // vhdimount of the chain's top shows one file per level, vhdi1 the base,
 // each reading as the model did when that level was closed. Returns "" or
 // why the chain could not be mounted here.
@@ -463,7 +458,7 @@ class ChainInteropTest : public ::testing::TestWithParam<ChainScenario> {};
 // vhdiinfo reports the parent we recorded; vhdimount reads every level of
 // the chain as the model, and as `vhdx convert -O raw` does.
 TEST_P(ChainInteropTest, LibvhdiReadsTheChainWeWrote) {
-  if (std::string why = LibvhdiUnavailable(); !why.empty()) GTEST_SKIP() << why;
+  VHDX_REQUIRE(LibvhdiUnavailable());
   Chain chain;
   ASSERT_NO_FATAL_FAILURE(BuildChain(GetParam(), "libvhdi", &chain, /*libvhdi_readable=*/true));
   const std::vector<std::string> before = FileShas(chain.paths);
@@ -497,8 +492,7 @@ TEST_P(ChainInteropTest, LibvhdiReadsTheChainWeWrote) {
         << r.output;
   }
 
-  std::string unmountable = ExpectVhdimountReadsEveryLevel(chain);
-  if (!unmountable.empty()) GTEST_SKIP() << unmountable;
+  VHDX_REQUIRE(ExpectVhdimountReadsEveryLevel(chain));
   // What libvhdi read is also what `vhdx convert -O raw` writes.
   ExpectCliConvertReadsModel(chain.top(), chain.dir + "/chain.raw", chain);
   // Reading the chain (ours and libvhdi's) changed no file of it.
@@ -594,7 +588,7 @@ INSTANTIATE_TEST_SUITE_P(
 // QEMU does not open differencing VHDX images: it must say so (ENOTSUP,
 // "Operation not supported") and exit 1, not crash, on our child.
 TEST(ChainInterop, QemuRefusesOurChildCleanly) {
-  if (!HaveTool("qemu-img")) GTEST_SKIP() << "qemu-img is not installed";
+  VHDX_REQUIRE(MissingTools({"qemu-img"}));
   Chain chain;
   ASSERT_NO_FATAL_FAILURE(BuildChain(
       ChainScenario{"QemuRefuses", 512, 16 * kMiB, DiskType::kDynamic, 1u << 20, {1u << 20}}, "qemu", &chain));

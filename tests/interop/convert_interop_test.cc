@@ -85,7 +85,7 @@ struct Scenario {
 class ConvertInteropTest : public ::testing::TestWithParam<Scenario> {
  protected:
   void SetUp() override {
-    if (!HaveTool("qemu-img")) GTEST_SKIP() << "qemu-img is not installed";
+    VHDX_REQUIRE(MissingTools({"qemu-img"}));
   }
 };
 
@@ -120,15 +120,13 @@ TEST_P(ConvertInteropTest, QemuFindsItIdenticalToTheRawSourceAndLibvhdiOpensIt) 
     EXPECT_LT(allocated, 22 * kMiB + 11 * uint64_t{s.block_size} + 8 * kMiB);
   }
 
-  if (HaveTool("vhdiinfo")) {
+  if (RunPart("vhdiinfo part", MissingTools({"vhdiinfo"}))) {
     r = vhdx::test::Run("vhdiinfo " + ShellQuote(dst));
     EXPECT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find(fmt::format("({} bytes)", virtual_size)), std::string::npos) << r.output;
     EXPECT_NE(r.output.find(std::string("Disk type\t\t: ") + (s.type[0] == 'd' ? "Dynamic" : "Fixed")),
               std::string::npos)
         << r.output;
-  } else {
-    std::cout << "[  SKIPPED ] vhdiinfo part: libvhdi-utils is not installed\n";
   }
   fs::remove(dst);
 }
@@ -146,7 +144,7 @@ INSTANTIATE_TEST_SUITE_P(Targets, ConvertInteropTest,
 
 // 4096-byte logical sectors: QEMU refuses them, libvhdi reads them.
 TEST(ConvertInterop, FourKSectorTargetsReadIdenticallyThroughLibvhdi) {
-  if (!HaveTool("vhdiinfo") || !HaveTool("vhdimount")) GTEST_SKIP() << "libvhdi-utils is not installed";
+  VHDX_REQUIRE(MissingTools({"vhdiinfo", "vhdimount"}));
   const RawSource& src = Source();
   const uint64_t virtual_size = (src.size + 4095) / 4096 * 4096;
   for (const char* args : {"--type dynamic --block-size 1M", "--type dynamic", "--type fixed --block-size 8M"}) {
@@ -157,7 +155,7 @@ TEST(ConvertInterop, FourKSectorTargetsReadIdenticallyThroughLibvhdi) {
                                                   args, ShellQuote(src.path), ShellQuote(dst)));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     std::string unmountable = ExpectLibvhdiReads(dst, virtual_size, 4096, src.padded_sha256);
-    if (!unmountable.empty()) GTEST_SKIP() << unmountable;
+    VHDX_REQUIRE(unmountable);
     auto image = Image::Open(dst);
     ASSERT_TRUE(image.ok()) << image.status().message();
     EXPECT_EQ(Sha256OfImage(**image), src.padded_sha256);
@@ -204,10 +202,11 @@ std::vector<CorpusEntry> ReadManifest(const std::string& dir) {
 }
 
 TEST(ConvertInterop, CorpusImagesConvertToVhdxWithTheirManifestContent) {
+  VHDX_REQUIRE(MissingCorpus());
   auto dir = CorpusDir();
-  if (!dir) GTEST_SKIP() << "no corpus (set VHDX_CORPUS to the folder holding MANIFEST.md)";
   std::vector<CorpusEntry> entries = ReadManifest(*dir);
   ASSERT_FALSE(entries.empty()) << "MANIFEST.md lists no images";
+  const bool qemu = RunPart("qemu-img check of each output", MissingTools({"qemu-img"}));
   for (const CorpusEntry& e : entries) {
     SCOPED_TRACE(e.file);
     ASSERT_EQ(e.sha256.size(), 64u) << "no content hash in the manifest";
@@ -222,7 +221,7 @@ TEST(ConvertInterop, CorpusImagesConvertToVhdxWithTheirManifestContent) {
     EXPECT_EQ(Sha256OfImage(**image), e.sha256);
     EXPECT_EQ((*image)->info().type, DiskType::kDynamic);
     EXPECT_EQ(Sha256OfFile(path), before) << "the source was modified";
-    if (HaveTool("qemu-img")) {
+    if (qemu) {
       r = vhdx::test::Run("qemu-img check -f vhdx " + ShellQuote(dst));
       EXPECT_EQ(r.exit_code, 0) << r.output;
     }

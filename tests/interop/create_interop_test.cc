@@ -29,7 +29,7 @@ struct CreateScenario {
 class CreateInteropTest : public ::testing::TestWithParam<CreateScenario> {
  protected:
   void SetUp() override {
-    if (!HaveTool("qemu-img") || !HaveTool("qemu-io")) GTEST_SKIP() << "qemu-img/qemu-io are not installed";
+    VHDX_REQUIRE(MissingTools({"qemu-img", "qemu-io"}));
   }
 };
 
@@ -93,7 +93,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 // 4096-byte logical sectors: QEMU refuses them; libvhdi reads them.
 TEST(CreateInterop, FourKSectorImagesOpenInLibvhdi) {
-  if (!HaveTool("vhdiinfo")) GTEST_SKIP() << "vhdiinfo (libvhdi-utils) is not installed";
+  VHDX_REQUIRE(MissingTools({"vhdiinfo"}));
   for (const char* type : {"dynamic", "fixed"}) {
     std::string path = ScratchPath(fmt::format("created-4k-{}.vhdx", type));
     std::filesystem::remove(path);

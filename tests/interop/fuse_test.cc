@@ -68,18 +68,14 @@ class Mount {
 };
 
 // Skips the test (visibly) when FUSE cannot be used here.
-#define REQUIRE_FUSE()                                                              \
-  do {                                                                              \
-    if (access("/dev/fuse", R_OK | W_OK) != 0) GTEST_SKIP() << "no usable /dev/fuse"; \
-    if (!HaveTool("fusermount3")) GTEST_SKIP() << "fusermount3 not installed";     \
-  } while (0)
+#define REQUIRE_FUSE() VHDX_REQUIRE(MissingFuse())
 
 #define REQUIRE_MOUNTED(m)                                                                        \
   do {                                                                                            \
     const std::string& out = (m).result().output;                                                 \
     if (!(m).mounted() && (out.find("ermission denied") != std::string::npos ||                   \
                            out.find("not permitted") != std::string::npos)) {                     \
-      GTEST_SKIP() << "FUSE mounts are not permitted here: " << out;                              \
+      VHDX_REQUIRE("FUSE mounts are not permitted here: " + out);                                 \
     }                                                                                             \
     ASSERT_TRUE((m).mounted()) << out;                                                            \
   } while (0)
@@ -215,7 +211,7 @@ TEST(FuseTest, WritePunchSeekThenConvertAndCheck) {
 
 TEST(FuseTest, Ext4MkfsAndFsckThroughTheMount) {
   REQUIRE_FUSE();
-  if (!HaveTool("mkfs.ext4") || !HaveTool("e2fsck")) GTEST_SKIP() << "mkfs.ext4 / e2fsck not installed";
+  VHDX_REQUIRE(MissingTools({"mkfs.ext4", "e2fsck"}));
   std::string image = NewImage("ext4.vhdx", "");
   {
     Mount m(image);
@@ -319,7 +315,7 @@ TEST(FuseTest, ImageInUseIsNotMountedTwice) {
     EXPECT_FALSE(reader.mounted());
     EXPECT_EQ(reader.result().output,
               busy + "; force-share (-U) reads it anyway, as it is at this moment\n");
-    if (HaveTool("qemu-img")) {
+    if (RunPart("qemu-img refused beside the writer", MissingTools({"qemu-img"}))) {
       CommandResult q = vhdx::test::Run("qemu-img info -f vhdx " + ShellQuote(image));
       EXPECT_NE(q.exit_code, 0) << q.output;
       EXPECT_NE(q.output.find("Failed to get shared \"write\" lock"), std::string::npos) << q.output;
@@ -343,7 +339,7 @@ TEST(FuseTest, ImageInUseIsNotMountedTwice) {
   EXPECT_FALSE(late_writer.mounted());
   EXPECT_NE(late_writer.result().output.find("in use: another process has it open for reading"), std::string::npos)
       << late_writer.result().output;
-  if (HaveTool("qemu-io")) {  // qemu may read beside the readers, not write
+  if (RunPart("qemu-io beside the readers", MissingTools({"qemu-io"}))) {  // qemu may read beside them, not write
     CommandResult q = vhdx::test::Run("qemu-io -r -f vhdx -c 'read 0 4k' " + ShellQuote(image));
     EXPECT_EQ(q.exit_code, 0) << q.output;
     q = vhdx::test::Run("qemu-io -f vhdx -c 'write 0 4k' " + ShellQuote(image));

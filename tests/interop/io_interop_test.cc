@@ -105,8 +105,7 @@ void PrintTo(const BaseImage& b, std::ostream* os) { *os << b.name; }
 class IoInteropTest : public ::testing::TestWithParam<BaseImage> {
  protected:
   void SetUp() override {
-    if (!HaveTool("qemu-io") || !HaveTool("qemu-img"))
-      GTEST_SKIP() << "qemu-io/qemu-img are not installed: vhdx io is not compared with qemu-io";
+    VHDX_REQUIRE(MissingTools({"qemu-io", "qemu-img"}));
     base_ = ScratchPath(std::string("io-base-") + GetParam().name + ".vhdx");
     std::filesystem::remove(base_);
     CommandResult r = vhdx::test::Run(fmt::format(fmt::runtime(GetParam().create), fmt::arg("cli", CliPath()),

@@ -282,7 +282,7 @@ class KillTest : public ::testing::Test {
     EXPECT_NE(info.output.find("\"dirty\": false"), std::string::npos) << info.output;
     check = Vhdx("check " + ShellQuote(image));
     EXPECT_EQ(check.exit_code, 0) << check.output;
-    if (HaveTool("qemu-img")) {
+    if (RunPart("qemu-img check and compare", MissingTools({"qemu-img"}))) {
       CommandResult q = vhdx::test::Run("qemu-img check -f vhdx " + ShellQuote(image));
       EXPECT_EQ(q.exit_code, 0) << q.output;
       q = vhdx::test::Run(fmt::format("qemu-img compare -f vhdx -F raw {} {}", ShellQuote(image), ShellQuote(raw)));
@@ -303,10 +303,10 @@ class KillTest : public ::testing::Test {
 // after 25, 150 and 400 acknowledged operations of 600.
 TEST_F(KillTest, NbdkitKilledMidWrite) {
 #if !VHDX_HAVE_LIBNBD
-  GTEST_SKIP() << "built without libnbd-dev: the nbdkit kill test is not run";
+  VHDX_REQUIRE("built without libnbd-dev: the nbdkit kill test is not run");
 #else
-  if (!HaveTool("nbdkit")) GTEST_SKIP() << "nbdkit is not installed";
-  if (!fs::exists(NbdkitPluginPath())) GTEST_SKIP() << NbdkitPluginPath() << " was not built";
+  VHDX_REQUIRE(MissingTools({"nbdkit"}));
+  VHDX_REQUIRE(fs::exists(NbdkitPluginPath()) ? "" : NbdkitPluginPath() + " was not built (no nbdkit-plugin.h)");
   std::vector<std::string> env;
   if (kSanitized) {
     // nbdkit is not instrumented: the plugin needs the ASan runtime first.
@@ -358,8 +358,7 @@ TEST_F(KillTest, NbdkitKilledMidWrite) {
 // on the FUSE disk file; the `vhdx mount -f` daemon is SIGKILLed after 25,
 // 150 and 400 acknowledged operations of 600.
 TEST_F(KillTest, MountDaemonKilledMidWrite) {
-  if (access("/dev/fuse", R_OK | W_OK) != 0) GTEST_SKIP() << "no usable /dev/fuse";
-  if (!HaveTool("fusermount3")) GTEST_SKIP() << "fusermount3 not installed";
+  VHDX_REQUIRE(MissingFuse());
   int round = 0;
   for (int kill_after : {25, 150, 400}) {
     SCOPED_TRACE(fmt::format("killed after {} acknowledged", kill_after));
@@ -373,7 +372,7 @@ TEST_F(KillTest, MountDaemonKilledMidWrite) {
     ASSERT_TRUE(daemon.started());
     for (int tries = 0; !fs::exists(mnt + "/disk"); ++tries) {
       if (!daemon.running() && ReadLog(log).find("ermission denied") != std::string::npos)
-        GTEST_SKIP() << "FUSE mounts are not permitted here: " << ReadLog(log);
+        VHDX_REQUIRE("FUSE mounts are not permitted here: " + ReadLog(log));
       ASSERT_TRUE(daemon.running()) << "vhdx mount exited: " << ReadLog(log);
       ASSERT_LT(tries, 300) << "the mount did not appear";
       std::this_thread::sleep_for(std::chrono::milliseconds(50));

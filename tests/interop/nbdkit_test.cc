@@ -121,10 +121,8 @@ void AppendMerged(std::vector<NbdExtent>* out, NbdExtent e) {
 class NbdkitTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    for (const char* tool : {"nbdkit", "nbdinfo", "nbdcopy"})
-      if (!HaveTool(tool)) GTEST_SKIP() << tool << " is not installed: the nbdkit plugin is not tested";
-    if (!fs::exists(PluginPath()))
-      GTEST_SKIP() << PluginPath() << " was not built (no nbdkit-plugin.h): the plugin is not tested";
+    VHDX_REQUIRE(MissingTools({"nbdkit", "nbdinfo", "nbdcopy"}));
+    VHDX_REQUIRE(fs::exists(PluginPath()) ? "" : PluginPath() + " was not built (no nbdkit-plugin.h)");
     dir_ = ScratchPath(::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::create_directories(dir_);
     disk_ = dir_ + "/disk.vhdx";
@@ -183,7 +181,7 @@ TEST_F(NbdkitTest, InfoAndBlockStatusMatchVhdxMap) {
 // qemu-img map over NBD (what `qemu-img convert` from nbd:// consults to
 // skip holes): data only where the image has data.
 TEST_F(NbdkitTest, QemuImgMapOverNbdShowsTheHoles) {
-  if (!HaveTool("qemu-img")) GTEST_SKIP() << "qemu-img not installed";
+  VHDX_REQUIRE(MissingTools({"qemu-img"}));
   MakeDisk();
   CommandResult map = Serve("file=" + ShellQuote(disk_), "qemu-img map --output=json -f raw \"$uri\"", "-r");
   ASSERT_EQ(map.exit_code, 0) << map.output;
@@ -219,7 +217,7 @@ TEST_F(NbdkitTest, NbdcopyMatchesConvert) {
 }
 
 TEST_F(NbdkitTest, QemuIoWritesDiscardsAndZeroesLand) {
-  if (!HaveTool("qemu-io") || !HaveTool("qemu-img")) GTEST_SKIP() << "qemu-io/qemu-img not installed";
+  VHDX_REQUIRE(MissingTools({"qemu-io", "qemu-img"}));
   MakeDisk();
   CommandResult r = Serve("file=" + ShellQuote(disk_),
                           "qemu-io -f raw -c 'write -P 0x5a 1M 64k' -c 'write -f -P 0x66 30M 4k' "
@@ -274,7 +272,7 @@ TEST_F(NbdkitTest, NbdcopyIntoTheImage) {
   EXPECT_EQ(Sha256OfFile(back), Sha256Hex(bytes.data(), bytes.size()));
   CommandResult check = Vhdx("check " + ShellQuote(disk_));
   EXPECT_EQ(check.exit_code, 0) << check.output;
-  if (HaveTool("qemu-img")) {
+  if (RunPart("qemu-img check", MissingTools({"qemu-img"}))) {
     CommandResult qcheck = vhdx::test::Run("qemu-img check " + ShellQuote(disk_));
     EXPECT_EQ(qcheck.exit_code, 0) << qcheck.output;
   }
@@ -313,7 +311,7 @@ TEST_F(NbdkitTest, DifferencingChainReadsLikeConvert) {
 }
 
 TEST_F(NbdkitTest, ReadonlyRefusesWrites) {
-  if (!HaveTool("qemu-io")) GTEST_SKIP() << "qemu-io not installed";
+  VHDX_REQUIRE(MissingTools({"qemu-io"}));
   MakeDisk();
   const std::string before = Sha256OfFile(disk_);
   for (const std::string& how : {std::string("readonly=true"), std::string("-r")}) {
@@ -342,7 +340,7 @@ TEST_F(NbdkitTest, ReadonlyRefusesWrites) {
 // image read-write, qemu-img, qemu-io and vhdx keep off it unless told to
 // share (-U).
 TEST_F(NbdkitTest, ImageLocksKeepQemuAndThePluginApart) {
-  if (!HaveTool("qemu-nbd") || !HaveTool("qemu-img")) GTEST_SKIP() << "qemu-nbd / qemu-img not installed";
+  VHDX_REQUIRE(MissingTools({"qemu-nbd", "qemu-img"}));
   MakeDisk();
   const std::string busy = "disk.vhdx: in use: another process has it open";
   for (bool qemu_read_only : {false, true}) {
@@ -418,8 +416,8 @@ TEST_F(NbdkitTest, BadParametersFailWithAMessage) {
 // as the replayed content (the manifest's hash), and the file is not
 // touched.
 TEST_F(NbdkitTest, DirtyLogCorpusImageServedReadOnly) {
+  VHDX_REQUIRE(MissingCorpus());
   auto corpus = CorpusDir();
-  if (!corpus) GTEST_SKIP() << "no corpus (../shared/corpus or $VHDX_CORPUS)";
   const std::string name = "iotest-dirtylog-10G-4M.vhdx.bz2";
   // Its row in the manifest: "| NAME | ... | CONTENT SHA-256 |".
   std::ifstream manifest(*corpus + "/MANIFEST.md");
@@ -451,7 +449,7 @@ TEST_F(NbdkitTest, DirtyLogCorpusImageServedReadOnly) {
 // prefix and the plugin in the folder nbdkit searches for plugins by name,
 // so after a real install `nbdkit vhdx file=...` works.
 TEST_F(NbdkitTest, InstallPutsThePluginWhereNbdkitLooks) {
-  if (!HaveTool("cmake")) GTEST_SKIP() << "cmake not installed";
+  VHDX_REQUIRE(MissingTools({"cmake"}));
   MakeDisk();
   const std::string build = fs::path(CliPath()).parent_path().parent_path().string();
   const std::string dest = dir_ + "/dest";

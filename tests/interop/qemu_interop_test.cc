@@ -93,7 +93,7 @@ json ParseJson(const std::string& text) { return json::parse(text, nullptr, /*al
 class QemuInteropTest : public ::testing::TestWithParam<Scenario> {
  protected:
   void SetUp() override {
-    if (!HaveTool("qemu-img") || !HaveTool("qemu-io")) GTEST_SKIP() << "qemu-img / qemu-io are not installed";
+    VHDX_REQUIRE(MissingTools({"qemu-img", "qemu-io"}));
     const Scenario& s = GetParam();
     path_ = ScratchPath(std::string(s.name) + ".vhdx");
     CommandResult r = vhdx::test::Run(

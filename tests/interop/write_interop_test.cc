@@ -247,12 +247,10 @@ void ExpectPeersReadModel(const std::string& path, const RawModel& model) {
   EXPECT_EQ(Sha256OfFile(raw), model_sha) << "qemu-img convert reads other bytes than the model";
   fs::remove(raw);
 
-  if (HaveTool("vhdiinfo")) {
+  if (RunPart("vhdiinfo part", MissingTools({"vhdiinfo"}))) {
     r = vhdx::test::Run("vhdiinfo " + ShellQuote(path));
     EXPECT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find(fmt::format("({} bytes)", model.size())), std::string::npos) << r.output;
-  } else {
-    std::cout << "[  SKIPPED ] vhdiinfo part: libvhdi-utils is not installed\n";
   }
 }
 
@@ -268,7 +266,7 @@ void PrintTo(const Scenario& s, std::ostream* os) { *os << s.name; }
 class WriteInteropTest : public ::testing::TestWithParam<Scenario> {
  protected:
   void SetUp() override {
-    if (!HaveTool("qemu-img")) GTEST_SKIP() << "qemu-img is not installed";
+    VHDX_REQUIRE(MissingTools({"qemu-img"}));
   }
 };
 
@@ -319,7 +317,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 // 4096-byte logical sectors: QEMU refuses them; libvhdi reads our writes.
 TEST(WriteInterop, FourKSectorImagesReadIdenticallyThroughLibvhdi) {
-  if (!HaveTool("vhdiinfo") || !HaveTool("vhdimount")) GTEST_SKIP() << "libvhdi-utils is not installed";
+  VHDX_REQUIRE(MissingTools({"vhdiinfo", "vhdimount"}));
   for (const Scenario& s : {Scenario{"4k-Dynamic1M", DiskType::kDynamic, 1u << 20, 48 * kMiB + 4096},
                             Scenario{"4k-Dynamic32M", DiskType::kDynamic, 32u << 20, 80 * kMiB},
                             Scenario{"4k-Fixed8M", DiskType::kFixed, 8u << 20, 40 * kMiB + 4096}}) {
@@ -335,7 +333,7 @@ TEST(WriteInterop, FourKSectorImagesReadIdenticallyThroughLibvhdi) {
     ASSERT_TRUE(st.ok()) << st.message();
 
     std::string unmountable = ExpectLibvhdiReads(path, s.virtual_size, 4096, model.Sha256());
-    if (!unmountable.empty()) GTEST_SKIP() << unmountable;
+    VHDX_REQUIRE(unmountable);
     ExpectLibraryReadsModel(path, model);
     fs::remove(path);
   }
@@ -346,7 +344,7 @@ TEST(WriteInterop, FourKSectorImagesReadIdenticallyThroughLibvhdi) {
 class AlternatingWritersTest : public ::testing::TestWithParam<Scenario> {
  protected:
   void SetUp() override {
-    if (!HaveTool("qemu-img") || !HaveTool("qemu-io")) GTEST_SKIP() << "qemu-img/qemu-io are not installed";
+    VHDX_REQUIRE(MissingTools({"qemu-img", "qemu-io"}));
   }
 };
 
@@ -445,7 +443,7 @@ void WriteFileRange(const std::string& path, uint64_t offset, const std::vector<
 // it (the BAT pages as they were before the flush), where only a replay of
 // our entry yields the model's bytes.
 TEST(WriteInterop, QemuReplaysTheLogOfAnImageWeLeftDirty) {
-  if (!HaveTool("qemu-img")) GTEST_SKIP() << "qemu-img is not installed";
+  VHDX_REQUIRE(MissingTools({"qemu-img"}));
   const uint64_t size = 64 * kMiB;
   const uint32_t block = 1u << 20;
   std::string path = ScratchPath("left-dirty.vhdx");

@@ -122,7 +122,7 @@ TEST(FileLock, AWriterHereKeepsOtherProcessesOff) {
   CommandResult unsafe = Vhdx("io -U -c 'write 0 4k' " + ShellQuote(path));
   EXPECT_EQ(unsafe.exit_code, 1) << unsafe.output;
   EXPECT_NE(unsafe.output.find("force-share is only for read-only opens"), std::string::npos) << unsafe.output;
-  if (HaveTool("qemu-img")) {
+  if (RunPart("qemu-img refused beside the writer", MissingTools({"qemu-img"}))) {
     CommandResult q = Sh("qemu-img info -f vhdx " + ShellQuote(path));
     EXPECT_NE(q.exit_code, 0) << q.output;
     EXPECT_NE(q.output.find("Failed to get shared \"write\" lock"), std::string::npos) << q.output;
@@ -145,7 +145,7 @@ TEST(FileLock, ReadersShareButKeepWritersOff) {
   EXPECT_NE(write.output.find("in use: another process has it open for reading"), std::string::npos) << write.output;
   CommandResult repair = Vhdx("check -r all " + ShellQuote(path));
   EXPECT_EQ(repair.exit_code, 1) << repair.output;
-  if (HaveTool("qemu-io")) {
+  if (RunPart("qemu-io beside the reader", MissingTools({"qemu-io"}))) {
     CommandResult q = Sh("qemu-io -f vhdx -c 'write 0 4k' " + ShellQuote(path));
     EXPECT_NE(q.exit_code, 0) << q.output;
     EXPECT_NE(q.output.find("Failed to get \"write\" lock"), std::string::npos) << q.output;
@@ -158,7 +158,7 @@ TEST(FileLock, ReadersShareButKeepWritersOff) {
 // Another process's lock (qemu-nbd's): a refused open leaves no lock of
 // ours behind, and a refused convert output is not truncated.
 TEST(FileLock, RefusedOpensLeaveNothingBehind) {
-  if (!HaveTool("qemu-nbd")) GTEST_SKIP() << "qemu-nbd is not installed";
+  VHDX_REQUIRE(MissingTools({"qemu-nbd"}));
   const std::string path = NewImage("qemu-held.vhdx");
   QemuNbdServer qemu(path, /*read_only=*/false);
   ASSERT_EQ(qemu.started().exit_code, 0) << qemu.started().output;

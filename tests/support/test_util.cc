@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -192,6 +193,35 @@ std::string NbdkitPluginPath() {
 
 bool HaveTool(const std::string& tool) {
   return Run("command -v " + tool + " >/dev/null").exit_code == 0;
+}
+
+bool StrictMode() {
+  const char* v = std::getenv("VHDX_STRICT");
+  return v && *v && std::string(v) != "0";
+}
+
+std::string MissingTools(std::initializer_list<const char*> tools) {
+  for (const char* tool : tools)
+    if (!HaveTool(tool)) return std::string(tool) + " is not installed";
+  return "";
+}
+
+std::string MissingCorpus() {
+  return CorpusDir() ? "" : "no corpus (set VHDX_CORPUS to the folder holding MANIFEST.md)";
+}
+
+std::string MissingFuse() {
+  if (::access("/dev/fuse", R_OK | W_OK) != 0) return "no usable /dev/fuse";
+  return MissingTools({"fusermount3"});
+}
+
+bool RunPart(const std::string& part, const std::string& missing) {
+  if (missing.empty()) return true;
+  if (StrictMode())
+    ADD_FAILURE() << "missing in strict mode (VHDX_STRICT): " << missing << " (" << part << ")";
+  else
+    std::cout << "[   NOTE   ] " << part << " not run: " << missing << "\n";
+  return false;
 }
 
 QemuNbdServer::QemuNbdServer(const std::string& image, bool read_only) : pidfile_(image + ".qemu-nbd.pid") {

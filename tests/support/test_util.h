@@ -3,9 +3,12 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "vhdx/image.h"
 
@@ -66,6 +69,23 @@ std::string NbdkitPluginPath();
 // True when `tool` is on PATH.
 bool HaveTool(const std::string& tool);
 
+// Strict mode ($VHDX_STRICT set and not "0"; .ci/run and scripts/check under
+// CI set it): a test whose precondition is missing fails, naming it, instead
+// of skipping, so that a machine lacking a peer cannot pass by skipping.
+bool StrictMode();
+
+// What a test may need and a machine may lack, each "" when it is there,
+// else the reason in a few words ("qemu-img is not installed").
+std::string MissingTools(std::initializer_list<const char*> tools);
+std::string MissingCorpus();
+std::string MissingFuse();  // /dev/fuse and fusermount3
+
+// A part of a test that needs what `missing` names ("" when nothing is
+// missing). True when the part can run. Otherwise, in strict mode, a failure
+// naming it; outside strict mode a note on stdout that is not gtest's skip
+// token, because the rest of the test did run and its failures count.
+bool RunPart(const std::string& part, const std::string& missing);
+
 // `qemu-nbd -f vhdx [-r] IMAGE` in the background on a Unix socket beside
 // the image, holding QEMU's locks on it, for as long as this object lives
 // (stopped and waited for at scope exit, whatever the test's outcome).
@@ -86,3 +106,18 @@ class QemuNbdServer {
 };
 
 }  // namespace vhdx::test
+
+// Ends the test when a precondition is missing (`why`, "" when none is):
+// skipped with the reason, or failed with it in strict mode. Use it in the
+// test body or SetUp (it returns from the enclosing function).
+#define VHDX_REQUIRE(why)                                                             \
+  do {                                                                                \
+    const std::string vhdx_missing_ = (why);                                          \
+    if (!vhdx_missing_.empty()) {                                                     \
+      if (::vhdx::test::StrictMode()) {                                               \
+        GTEST_FAIL() << "missing in strict mode (VHDX_STRICT): " << vhdx_missing_;    \
+      } else {                                                                        \
+        GTEST_SKIP() << vhdx_missing_;                                                \
+      }                                                                               \
+    }                                                                                 \
+  } while (0)
