@@ -1,5 +1,7 @@
 // The Image implementation, split by concern: image.cc opens, reads and
-// maps; image_write.cc writes, discards, flushes and closes.
+// maps; image_write.cc writes and discards (image_write_child.cc: the blocks
+// of differencing images); image_commit.cc commits, flushes and closes;
+// chain_ops.cc holds the hooks of the chain operations.
 #pragma once
 
 #include <array>
@@ -30,7 +32,7 @@ class ImageImpl final : public Image {
   struct ChainGuard;
   Status AttachParent(const OpenOptions& options, ChainGuard& guard);
 
-  // For chain operations (chain.cc). The DataWriteGuid the session's first
+  // For chain operations (chain.cc; chain_ops.cc). The DataWriteGuid the session's first
   // change gives the file (instead of a random one).
   void SetNextDataWriteGuid(const Guid& guid);
   // Replaces the parent locator; committed through the log with the next
@@ -84,7 +86,7 @@ class ImageImpl final : public Image {
   Status ReadPartial(uint64_t b, const format::BatEntry& e, uint64_t in_block, uint8_t* out,
                      size_t n) const;
 
-  // Write path (image_write.cc).
+  // Write path (image_write.cc, image_write_child.cc, image_commit.cc).
   Status CheckWritable(uint64_t offset, uint64_t n, const char* op) const;
   // The session's first change of the file: new FileWriteGuid and
   // DataWriteGuid in the headers, durable before anything else changes.
