@@ -249,6 +249,12 @@ Status Checker::CheckBat(const File& view, uint64_t file_size, const Geometry& g
 
 }  // namespace
 
+size_t CheckReport::errors() const {
+  return std::count_if(findings.begin(), findings.end(),
+                       [](const CheckFinding& f) { return f.severity == CheckFinding::Severity::kError; });
+}
+size_t CheckReport::warnings() const { return findings.size() - errors(); }
+
 Result<CheckReport> Check(const File& file) { return Checker(file).Run(); }
 
 Result<CheckReport> Check(const std::string& path, bool force_share) {

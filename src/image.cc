@@ -1,5 +1,6 @@
 // Image: open (validate every structure, replay a dirty log in memory), then
-// read and map through the paged BAT.
+// read through the paged BAT. Maps: image_map.cc; the parent chain:
+// image_open_chain.cc.
 #include "vhdx/image.h"
 
 #include <fmt/format.h>
@@ -7,13 +8,11 @@
 #include <algorithm>
 #include <cstring>
 
-#include <sys/stat.h>
-
 #include "format/constants.h"
-#include "parent_paths.h"
 #include "header_writer.h"
 #include "image_impl.h"
 #include "image_loader.h"
+#include "image_util.h"
 #include "util/coding.h"
 
 namespace vhdx {
@@ -215,126 +214,6 @@ Status ImageImpl::ParentNeeded() const {
                             parent));
 }
 
-// ---- The parent chain --------------------------------------------------------
-
-struct ImageImpl::ChainGuard {
-  // Files already in the chain (device, inode), child first.
-  std::vector<std::pair<dev_t, ino_t>> files;
-  int depth = 0;
-};
-
-namespace {
-
-// Hyper-V has no documented limit; 64 levels is far beyond any real chain
-// and bounds the files and memory a hostile chain can make us open.
-constexpr int kMaxChainDepth = 64;
-
-std::optional<std::pair<dev_t, ino_t>> Identity(const std::string& path) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
-  return std::make_pair(st.st_dev, st.st_ino);
-}
-
-Result<std::unique_ptr<Image>> OpenLevel(std::unique_ptr<File> file, const OpenOptions& options,
-                                         ImageImpl::ChainGuard& guard) {
-  if (auto id = Identity(file->name())) guard.files.push_back(*id);
-  VHDX_ASSIGN_OR_RETURN(std::unique_ptr<Image> image, ImageImpl::Open(std::move(file), options.read_only));
-  if (image->info().type == DiskType::kDifferencing && !options.skip_parent)
-    VHDX_RETURN_IF_ERROR(static_cast<ImageImpl*>(image.get())->AttachParent(options, guard));
-  return image;
-}
-
-}  // namespace
-
-Guid ImageImpl::current_data_write_guid() const { return headers_.Current().data_write_guid; }
-
-Status ImageImpl::CheckParent(const Image& parent, const std::string& path, bool ignore_linkage) const {
-  const ImageInfo& p = parent.info();
-  if (p.logical_sector_size != info_.logical_sector_size)
-    return Status(Errc::kCorrupt, fmt::format("parent {} has {}-byte logical sectors, the child {}-byte "
-                                              "ones",
-                                              path, p.logical_sector_size, info_.logical_sector_size));
-  const Guid dwg = p.headers[p.current_header].data_write_guid;
-  const std::string* l1 = locator_->Get("parent_linkage");
-  const std::string* l2 = locator_->Get("parent_linkage2");
-  std::optional<Guid> g1 = l1 ? Guid::Parse(*l1) : std::nullopt;
-  std::optional<Guid> g2 = l2 ? Guid::Parse(*l2) : std::nullopt;
-  if (!g1)
-    return Status(Errc::kCorrupt, fmt::format("parent locator: parent_linkage '{}' is not a GUID",
-                                              l1 ? *l1 : ""));
-  if (l2 && !g2)
-    return Status(Errc::kCorrupt, fmt::format("parent locator: parent_linkage2 '{}' is not a GUID", *l2));
-  if (dwg == *g1 || (g2 && !g2->IsZero() && dwg == *g2) || ignore_linkage) return Status::Ok();
-  return Status(Errc::kCorrupt,
-                fmt::format("parent {} does not match: its DataWriteGuid is {{{}}} but the child's "
-                            "parent_linkage is {{{}}}{}; the parent was modified after the child was "
-                            "made (rebase with --force, or open ignoring the linkage, only if you "
-                            "know the data is the same)",
-                            path, dwg.ToString(), g1->ToString(),
-                            g2 && !g2->IsZero() ? fmt::format(" and parent_linkage2 {{{}}}", g2->ToString())
-                                                : std::string()));
-}
-
-Status ImageImpl::AttachParent(const OpenOptions& options, ChainGuard& guard) {
-  if (!locator_) return Status(Errc::kCorrupt, "differencing image without a parent locator");
-  if (options.parent) {
-    VHDX_RETURN_IF_ERROR(CheckParent(*options.parent, options.parent->info().filename,
-                                     options.ignore_parent_linkage));
-    parent_ = options.parent;
-    info_.parent_filename = options.parent->info().filename;
-    return Status::Ok();
-  }
-  if (guard.depth + 1 >= kMaxChainDepth)
-    return Status(Errc::kUnsupported, fmt::format("the parent chain is deeper than {} images",
-                                                  kMaxChainDepth));
-  std::vector<ParentCandidate> candidates =
-      ParentCandidates(info_.filename, *locator_, options.parent_path, options.parent_dirs);
-  std::vector<std::string> looked;
-  Status first_error;
-  for (const ParentCandidate& c : candidates) {
-    auto id = Identity(c.path);
-    if (!id) {
-      looked.push_back(fmt::format("{} ({})", c.path, c.source));
-      continue;
-    }
-    if (std::find(guard.files.begin(), guard.files.end(), *id) != guard.files.end())
-      return Status(Errc::kCorrupt, fmt::format("loop in the parent chain: parent {} ({}) is already "
-                                                "in the chain",
-                                                c.path, c.source));
-    Status s = [&]() -> Status {
-      // Parents are locked for reading: nobody else may write them while
-      // the chain is open.
-      VHDX_ASSIGN_OR_RETURN(std::unique_ptr<File> file,
-                            OpenPosixFile(c.path, /*writable=*/false, /*direct=*/false,
-                                          options.force_share ? FileLockMode::kNone : FileLockMode::kRead));
-      OpenOptions po;
-      po.read_only = true;
-      po.force_share = options.force_share;
-      po.parent_dirs = options.parent_dirs;
-      po.ignore_parent_linkage = options.ignore_parent_linkage;
-      ChainGuard next{guard.files, guard.depth + 1};
-      VHDX_ASSIGN_OR_RETURN(std::unique_ptr<Image> parent, OpenLevel(std::move(file), po, next));
-      VHDX_RETURN_IF_ERROR(CheckParent(*parent, c.path, options.ignore_parent_linkage));
-      parent_ = std::move(parent);
-      info_.parent_filename = c.path;
-      return Status::Ok();
-    }();
-    if (s.ok()) return s;
-    if (first_error.ok()) {
-      const bool own = s.message().rfind("parent ", 0) == 0;  // already names the path
-      first_error = own ? s
-                        : Status(s.code(), fmt::format("parent {} ({}): {}", c.path, c.source,
-                                                       s.message()));
-    }
-  }
-  if (!first_error.ok()) return first_error;
-  std::string list;
-  for (const auto& l : looked) list += (list.empty() ? "" : ", ") + l;
-  return Status(Errc::kNotFound, fmt::format("parent image not found; looked for {}",
-                                             list.empty() ? "nothing (no usable path in the locator)"
-                                                          : list));
-}
-
 Status ImageImpl::ReadParent(uint64_t offset, uint8_t* out, size_t n) const {
   if (!parent_) return ParentNeeded();
   const uint64_t psize = parent_->virtual_size();
@@ -398,16 +277,6 @@ Status ImageImpl::CheckPayload(uint64_t b, const BatEntry& e) const {
   return CheckAllocatedEntry(geo_.PayloadIndex(b), e, used, file_size_, reserved_, EntryLabel{.block = b});
 }
 
-namespace {
-Status BadState(const Geometry& g, uint64_t b, const BatEntry& e) {
-  const char* why = e.state == kPayloadPartiallyPresent
-                        ? "PARTIALLY_PRESENT is only valid in a differencing image"
-                        : "reserved state";
-  return Status(Errc::kCorrupt, fmt::format("BAT entry {} (payload block {}): state {} ({})",
-                                            g.PayloadIndex(b), b, e.state, why));
-}
-}  // namespace
-
 Status ImageImpl::Read(uint64_t offset, void* buf, size_t n) const {
   VHDX_RETURN_IF_ERROR(CheckRange(offset, n, "read"));
   if (geo_.has_parent && !parent_) return ParentNeeded();
@@ -451,191 +320,6 @@ Status ImageImpl::Read(uint64_t offset, void* buf, size_t n) const {
     n -= k;
   }
   return Status::Ok();
-}
-
-Status ImageImpl::Map(uint64_t start, uint64_t length,
-                      const std::function<bool(const MapExtent&)>& sink) const {
-  VHDX_RETURN_IF_ERROR(CheckRange(start, length, "map"));
-  if (geo_.has_parent && !parent_) return ParentNeeded();
-  if (length == 0) return Status::Ok();
-  const uint64_t end = start + length;
-  const uint64_t first_block = start / geo_.block_size;
-  const uint64_t last_block = (end - 1) / geo_.block_size;
-  MapExtent pending;
-  bool have = false;
-  bool stop = false;
-  auto emit = [&](const MapExtent& x) {
-    if (have && pending.present == x.present && pending.zero == x.zero && pending.data == x.data &&
-        pending.depth == x.depth &&
-        (!x.data || *pending.offset + pending.length == *x.offset)) {
-      pending.length += x.length;
-      return;
-    }
-    if (have && !sink(pending)) stop = true;
-    pending = x;
-    have = true;
-  };
-  // Ranges left to the parent: its extents one level deeper; past the
-  // parent's end, zeros that no image defines (depth of the chain's bottom,
-  // as qemu-img map reports unallocated ranges).
-  int bottom = 0;
-  for (const Image* p = parent_.get(); p; p = p->parent()) ++bottom;
-  auto map_parent = [&](uint64_t s, uint64_t n) -> Status {
-    const uint64_t psize = parent_->virtual_size();
-    const uint64_t k = s < psize ? std::min(n, psize - s) : 0;
-    if (k)
-      VHDX_RETURN_IF_ERROR(parent_->Map(s, k, [&](const MapExtent& y) {
-        MapExtent z = y;
-        z.depth += 1;
-        emit(z);
-        return !stop;
-      }));
-    if (k < n && !stop) {
-      MapExtent z;
-      z.start = s + k;
-      z.length = n - k;
-      z.zero = true;
-      z.depth = bottom;
-      emit(z);
-    }
-    return Status::Ok();
-  };
-  constexpr uint64_t kBatch = 65536;
-  std::vector<uint64_t> entries;
-  for (uint64_t b0 = first_block; b0 <= last_block && !stop; b0 += kBatch) {
-    uint64_t b1 = std::min(last_block, b0 + kBatch - 1);
-    uint64_t i0 = geo_.PayloadIndex(b0), i1 = geo_.PayloadIndex(b1);
-    if (i1 - i0 < 64) {
-      // A few blocks (a parent asked for one run of a child's block): the
-      // cached entries, not a read of the file each time.
-      entries.resize(i1 - i0 + 1);
-      for (uint64_t i = i0; i <= i1; ++i) {
-        VHDX_ASSIGN_OR_RETURN(entries[i - i0], bat_->Get(i));
-      }
-    } else {
-      VHDX_RETURN_IF_ERROR(bat_->ReadRange(i0, i1 - i0 + 1, &entries));
-    }
-    for (uint64_t b = b0; b <= b1 && !stop; ++b) {
-      BatEntry e = BatEntry::Decode(entries[geo_.PayloadIndex(b) - i0]);
-      uint64_t bstart = b * geo_.block_size;
-      uint64_t s = std::max(start, bstart);
-      uint64_t t = std::min(end, bstart + geo_.block_size);
-      MapExtent x;
-      x.start = s;
-      x.length = t - s;
-      switch (e.state) {
-        case kPayloadFullyPresent:
-          VHDX_RETURN_IF_ERROR(CheckPayload(b, e));
-          x.present = x.data = true;
-          x.offset = e.file_offset + (s - bstart);
-          break;
-        case kPayloadNotPresent:
-          if (geo_.has_parent) {
-            VHDX_RETURN_IF_ERROR(map_parent(s, t - s));
-            continue;
-          }
-          x.zero = true;  // nothing below a standalone image: reads as zeros
-          break;
-        case kPayloadPartiallyPresent: {
-          if (!geo_.has_parent) return BadState(geo_, b, e);
-          VHDX_RETURN_IF_ERROR(CheckPayload(b, e));
-          VHDX_ASSIGN_OR_RETURN(uint64_t sb, BitmapOf(b));
-          const uint64_t ss = geo_.logical_sector_size;
-          const uint64_t s0 = (s - bstart) / ss, s1 = (t - bstart - 1) / ss;
-          std::vector<std::pair<bool, uint64_t>> runs;
-          VHDX_RETURN_IF_ERROR(bitmaps_->Runs(sb, FirstBit(b) + s0, s1 - s0 + 1,
-                                              [&](bool v, uint64_t c) { runs.emplace_back(v, c); }));
-          uint64_t sector = s0;
-          for (auto [present, count] : runs) {
-            if (stop) break;
-            uint64_t a = std::max(s, bstart + sector * ss);
-            uint64_t z = std::min(t, bstart + (sector + count) * ss);
-            sector += count;
-            if (present) {
-              MapExtent y;
-              y.start = a;
-              y.length = z - a;
-              y.present = y.data = true;
-              y.offset = e.file_offset + (a - bstart);
-              emit(y);
-            } else {
-              VHDX_RETURN_IF_ERROR(map_parent(a, z - a));
-            }
-          }
-          continue;
-        }
-        case kPayloadUndefined:
-        case kPayloadZero:
-        case kPayloadUnmapped:
-          x.present = x.zero = true;
-          break;
-        default:
-          return BadState(geo_, b, e);
-      }
-      emit(x);
-    }
-  }
-  if (have && !stop) sink(pending);
-  return Status::Ok();
-}
-
-void ImageImpl::Prefetch(uint64_t offset, uint64_t length) const {
-  // The map already names each extent's level and file offset: the file
-  // to hint is that level's (every image of a chain is an ImageImpl).
-  std::vector<const File*> files;
-  for (const Image* level = this; level; level = level->parent()) {
-    const auto* impl = dynamic_cast<const ImageImpl*>(level);
-    files.push_back(impl ? impl->view_ : nullptr);
-  }
-  (void)Map(offset, length, [&](const MapExtent& x) {
-    const size_t depth = static_cast<size_t>(x.depth);
-    if (x.data && x.offset && depth < files.size() && files[depth]) files[depth]->WillNeed(*x.offset, x.length);
-    return true;
-  });
-}
-
-Result<AllocationSummary> ImageImpl::CountAllocation() const {
-  AllocationSummary sum;
-  constexpr uint64_t kBatch = 65536;
-  std::vector<uint64_t> entries;
-  for (uint64_t i0 = 0; i0 < geo_.total_entries; i0 += kBatch) {
-    uint64_t n = std::min(kBatch, geo_.total_entries - i0);
-    VHDX_RETURN_IF_ERROR(bat_->ReadRange(i0, n, &entries));
-    for (uint64_t k = 0; k < n; ++k) {
-      unsigned state = entries[k] & 7;
-      if (geo_.IsBitmapIndex(i0 + k))
-        ++sum.sector_bitmap[state];
-      else if (geo_.BlockOfIndex(i0 + k) < geo_.payload_blocks)  // not the last chunk's spare slots
-        ++sum.payload[state];
-    }
-  }
-  return sum;
-}
-
-size_t CheckReport::errors() const {
-  return std::count_if(findings.begin(), findings.end(),
-                       [](const CheckFinding& f) { return f.severity == CheckFinding::Severity::kError; });
-}
-size_t CheckReport::warnings() const { return findings.size() - errors(); }
-
-Result<std::unique_ptr<Image>> Image::Open(std::unique_ptr<File> file, const OpenOptions& options) {
-  if (!options.read_only && !file->writable())
-    return Status(Errc::kReadOnly, "read-write open of a file that is open read-only");
-  ImageImpl::ChainGuard guard;
-  return OpenLevel(std::move(file), options, guard);
-}
-
-Result<std::unique_ptr<Image>> Image::Open(const std::string& path, const OpenOptions& options) {
-  if (options.force_share && !options.read_only)
-    return Status(Errc::kInvalidArgument, "force-share is only for read-only opens");
-  // Locked before the image is read: a read-write open may replay the log
-  // into the file, which must never happen under another writer.
-  const FileLockMode lock = !options.read_only  ? FileLockMode::kWrite
-                            : options.force_share ? FileLockMode::kNone
-                                                  : FileLockMode::kRead;
-  auto file = OpenPosixFile(path, !options.read_only, options.direct_io, lock);
-  if (!file.ok()) return file.status();
-  return Open(std::move(file).value(), options);
 }
 
 }  // namespace vhdx

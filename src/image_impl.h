@@ -1,6 +1,7 @@
-// The Image implementation, split by concern: image.cc opens, reads and
-// maps; image_write.cc writes and discards (image_write_child.cc: the blocks
-// of differencing images); image_commit.cc commits, flushes and closes;
+// The Image implementation, split by concern: image.cc opens and reads
+// (image_open_chain.cc: the parent chain); image_map.cc maps;
+// image_write.cc writes and discards (image_write_child.cc: the blocks of
+// differencing images); image_commit.cc commits, flushes and closes;
 // chain_ops.cc holds the hooks of the chain operations.
 #pragma once
 
@@ -28,7 +29,7 @@ class ImageImpl final : public Image {
   ~ImageImpl() override;
   static Result<std::unique_ptr<Image>> Open(std::unique_ptr<File> file, bool read_only);
 
-  // Differencing images: finds, opens and checks the parent chain (image.cc).
+  // Differencing images: finds, opens and checks the parent chain (image_open_chain.cc).
   struct ChainGuard;
   Status AttachParent(const OpenOptions& options, ChainGuard& guard);
 

@@ -1,5 +1,6 @@
-// File-level helpers shared by the ImageImpl source files (image_write.cc,
-// image_write_child.cc, image_commit.cc).
+// File-level helpers shared by the ImageImpl source files: the write path
+// (image_write.cc, image_write_child.cc, image_commit.cc), then reads and
+// maps (image.cc, image_map.cc).
 #pragma once
 
 #include <fmt/format.h>
@@ -53,6 +54,14 @@ inline Status BadWriteState(const format::Geometry& g, uint64_t b, const format:
                                             "written in a {} image",
                                             g.PayloadIndex(b), b, e.state,
                                             g.has_parent ? "differencing" : "non-differencing"));
+}
+
+inline Status BadState(const format::Geometry& g, uint64_t b, const format::BatEntry& e) {
+  const char* why = e.state == format::kPayloadPartiallyPresent
+                        ? "PARTIALLY_PRESENT is only valid in a differencing image"
+                        : "reserved state";
+  return Status(Errc::kCorrupt, fmt::format("BAT entry {} (payload block {}): state {} ({})",
+                                            g.PayloadIndex(b), b, e.state, why));
 }
 
 }  // namespace vhdx

@@ -284,7 +284,7 @@ std::vector<std::string> WriteLongChain(const std::string& dir, int depth, const
   return files;
 }
 
-// The most images a chain may have, the top included (src/image.cc:
+// The most images a chain may have, the top included (src/image_open_chain.cc:
 // kMaxChainDepth): deeper chains are refused before more files are opened.
 constexpr int kMaxChainDepth = 64;
 
