@@ -79,7 +79,6 @@ Result<CommitResult> CommitImage(const std::string& child_path, const CommitOpti
   }));
   constexpr uint64_t kPiece = 4u << 20;
   std::vector<uint8_t> buf(kPiece);
-  uint64_t done = 0;
   for (const MapExtent& x : extents) {
     if (!x.data) {
       VHDX_RETURN_IF_ERROR(Named(result.parent_path, parent->WriteZeroes(x.start, x.length, true)));
@@ -90,11 +89,9 @@ Result<CommitResult> CommitImage(const std::string& child_path, const CommitOpti
       VHDX_RETURN_IF_ERROR(Named(child_path, child->Read(off, buf.data(), k)));
       VHDX_RETURN_IF_ERROR(Named(result.parent_path, parent->Write(off, buf.data(), k)));
       result.bytes_copied += k;
-      done += k;
       if (options.progress) options.progress(std::min(off + k, size), size);
     }
   }
-  (void)done;
   // Durable, log applied, LogGuid clear.
   VHDX_RETURN_IF_ERROR(Named(result.parent_path, parent->Close()));
 

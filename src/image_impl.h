@@ -43,7 +43,6 @@ class ImageImpl final : public Image {
   // Every payload block NOT_PRESENT (reads through to the parent), its space
   // and the sector bitmaps released. Differencing images only.
   Status DropAllBlocks();
-  Guid current_data_write_guid() const;
 
   const ImageInfo& info() const override { return info_; }
   const Image* parent() const override { return parent_.get(); }

@@ -48,8 +48,6 @@ Result<std::unique_ptr<Image>> OpenLevel(std::unique_ptr<File> file, const OpenO
 
 }  // namespace
 
-Guid ImageImpl::current_data_write_guid() const { return headers_.Current().data_write_guid; }
-
 Status ImageImpl::CheckParent(const Image& parent, const std::string& path, bool ignore_linkage) const {
   const ImageInfo& p = parent.info();
   if (p.logical_sector_size != info_.logical_sector_size)

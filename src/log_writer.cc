@@ -67,7 +67,6 @@ Status LogWriter::Append(const std::vector<LogUpdate>& updates, uint64_t flushed
                              .WithContext(fmt::format("log entry at offset {:#x}", log_offset_)));
   write_ = static_cast<uint32_t>((uint64_t{write_} + entry.size()) % log_length_);
   ++sequence_;
-  ++entries_written_;
   return Status::Ok();
 }
 

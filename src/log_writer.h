@@ -48,9 +48,6 @@ class LogWriter {
   // later entries start a new sequence (Tail = their own offset).
   void MarkApplied() { tail_ = write_; }
 
-  uint64_t entries_written() const { return entries_written_; }
-  uint64_t next_sequence() const { return sequence_; }
-
  private:
   static size_t MaxDataUpdates(uint64_t free_bytes);
   uint64_t FreeBytes() const;
@@ -62,7 +59,6 @@ class LogWriter {
   uint64_t sequence_;
   uint32_t write_ = 0;  // log offset of the next entry
   uint32_t tail_ = 0;   // log offset of the oldest entry not applied and flushed
-  uint64_t entries_written_ = 0;
 };
 
 }  // namespace vhdx
