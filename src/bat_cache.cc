@@ -82,17 +82,26 @@ Status BatCache::Set(uint64_t index, uint64_t raw) {
   return Status::Ok();
 }
 
-std::vector<BatCache::DirtyPage> BatCache::SnapshotDirty() const {
+std::string BatCache::NotResident(uint64_t page_no) const {
+  return fmt::format("BAT page at offset {:#x}: dirty but not in the cache (internal error)",
+                     bat_offset_ + page_no * kPageBytes);
+}
+
+Result<std::vector<BatCache::DirtyPage>> BatCache::SnapshotDirty() const {
   std::vector<DirtyPage> out;
   for (auto& shard : shards_) {
     std::lock_guard lock(shard.mu);
     for (const auto& [page_no, version] : shard.dirty) {
+      // Dirty pages are never evicted; were one missing, its change would
+      // be lost: an error, not a guess.
+      auto page = shard.pages.find(page_no);
+      if (page == shard.pages.end()) return Status(Errc::kIoError, NotResident(page_no));
       DirtyPage d;
       d.page_no = page_no;
       d.version = version;
       d.file_offset = bat_offset_ + page_no * kPageBytes;
       d.bytes.resize(kPageBytes);
-      const Page& p = *shard.pages.at(page_no);
+      const Page& p = *page->second;
       for (uint64_t i = 0; i < kEntriesPerPage; ++i) EncodeFixed64(d.bytes.data() + 8 * i, p[i]);
       out.push_back(std::move(d));
     }
@@ -138,7 +147,9 @@ Status BatCache::ReadRange(uint64_t first, uint64_t count, std::vector<uint64_t>
       const uint64_t p0 = page_no * kEntriesPerPage;
       const uint64_t s = std::max(first, p0), t = std::min(end, p0 + kEntriesPerPage);
       if (s >= t) continue;
-      const Page& p = *shard.pages.at(page_no);
+      auto page = shard.pages.find(page_no);
+      if (page == shard.pages.end()) return Status(Errc::kIoError, NotResident(page_no));
+      const Page& p = *page->second;
       for (uint64_t i = s; i < t; ++i) (*out)[i - first] = p[i - p0];
     }
   }

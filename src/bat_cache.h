@@ -18,6 +18,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <string>
+
 #include "vhdx/file.h"
 #include "vhdx/status.h"
 
@@ -47,7 +49,7 @@ class BatCache {
     std::vector<uint8_t> bytes;  // 4096 bytes, little-endian entries
     uint64_t file_offset = 0;    // where the page lives in the file
   };
-  std::vector<DirtyPage> SnapshotDirty() const;
+  Result<std::vector<DirtyPage>> SnapshotDirty() const;
   size_t dirty_pages() const;
   // Writes `pages` at their places in `file` and marks each clean unless it
   // changed again since its snapshot. Bulk readers wait while it runs.
@@ -57,6 +59,8 @@ class BatCache {
   size_t cached_pages() const;
 
  private:
+  // The error for a dirty page missing from the cache (an invariant broken).
+  std::string NotResident(uint64_t page_no) const;
   using Page = std::array<uint64_t, kEntriesPerPage>;
   struct Shard {
     mutable std::mutex mu;

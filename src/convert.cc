@@ -18,6 +18,8 @@
 #include <thread>
 #include <vector>
 
+#include "util/exceptions.h"
+
 namespace vhdx {
 namespace {
 
@@ -46,11 +48,10 @@ bool IsZero(const uint8_t* p, size_t n) {
 // from the page cache with `rep movsb`, which is several times slower when
 // the user buffer is not aligned like the page (a plain std::vector starts
 // 16 bytes into a page).
+// data() is null when the allocation failed.
 class AlignedBuffer {
  public:
-  explicit AlignedBuffer(size_t n) : data_(static_cast<uint8_t*>(std::aligned_alloc(4096, n))) {
-    if (!data_) throw std::bad_alloc();
-  }
+  explicit AlignedBuffer(size_t n) : data_(static_cast<uint8_t*>(std::aligned_alloc(4096, n))) {}
   ~AlignedBuffer() { std::free(data_); }
   AlignedBuffer(const AlignedBuffer&) = delete;
   AlignedBuffer& operator=(const AlignedBuffer&) = delete;
@@ -218,8 +219,13 @@ Status Pipeline(const std::vector<Piece>& pieces, const std::function<void(size_
   size_t prefix = 0;            // pieces [0, prefix) are written
   std::vector<bool> finished(pieces.size(), false);
   Status first_error;
-  auto work = [&] {
+  auto fail = [&](Status s) {
+    std::lock_guard lock(mu);
+    if (first_error.ok()) first_error = std::move(s);
+  };
+  auto run_worker = [&] {
     AlignedBuffer buf(kChunk);
+    if (!buf.data()) return fail(OutOfMemory(fmt::format("convert: a {} KiB buffer", kChunk >> 10)));
     std::vector<Run> runs;
     for (;;) {
       size_t i;
@@ -245,8 +251,18 @@ Status Pipeline(const std::vector<Piece>& pieces, const std::function<void(size_
       if (prefix != before && done) done(pieces[prefix - 1].start + pieces[prefix - 1].length);
     }
   };
+  // An exception must not leave a worker (std::terminate) nor the library.
+  auto work = [&]() noexcept {
+    Status s = StatusFromException("convert", run_worker);
+    if (!s.ok()) fail(std::move(s));
+  };
   std::vector<std::thread> threads;
-  for (int t = 1; t < workers; ++t) threads.emplace_back(work);
+  Status started = StatusFromException("convert: starting its workers", [&] {
+    threads.reserve(static_cast<size_t>(workers));
+    for (int t = 1; t < workers; ++t) threads.emplace_back(work);
+  });
+  // Workers already running stop at their next piece; all are joined.
+  if (!started.ok()) fail(std::move(started));
   work();
   for (std::thread& t : threads) t.join();
   return first_error;
@@ -459,9 +475,7 @@ Status ForEachDataPiece(const ConvertSource& src, const PieceWriter& write, cons
   return Status::Ok();
 }
 
-}  // namespace
-
-Status ConvertToRaw(const ConvertSource& src, File& dst, const ConvertOptions& options) {
+Status ToRaw(const ConvertSource& src, File& dst, const ConvertOptions& options) {
   const uint64_t total = src.size();
   const std::string out_name = "output " + dst.name();
   VHDX_RETURN_IF_ERROR(dst.Truncate(total).WithContext(out_name));
@@ -476,13 +490,10 @@ Status ConvertToRaw(const ConvertSource& src, File& dst, const ConvertOptions& o
   return Status::Ok();
 }
 
-Status ConvertToRaw(const Image& src, File& dst, const ConvertOptions& options) {
-  return ConvertToRaw(ConvertSource::FromImage(src), dst, options);
-}
-
-Status ConvertToRawStream(const ConvertSource& src, int fd, const ConvertOptions& options) {
+Status ToRawStream(const ConvertSource& src, int fd, const ConvertOptions& options) {
   const uint64_t total = src.size();
   AlignedBuffer buf(kChunk);
+  if (!buf.data()) return OutOfMemory(fmt::format("convert: a {} KiB buffer", kChunk >> 10));
   std::vector<uint8_t> zeros(kChunk, 0);
   auto put = [&](const uint8_t* p, size_t n) -> Status {
     while (n > 0) {
@@ -524,6 +535,22 @@ Status ConvertToRawStream(const ConvertSource& src, int fd, const ConvertOptions
   return zeros_until(total);
 }
 
+}  // namespace
+
+// The conversions allocate (pieces, buffers, the output image's caches): an
+// allocation that fails is an error returned, not an exception.
+Status ConvertToRaw(const ConvertSource& src, File& dst, const ConvertOptions& options) {
+  return StatusFromException("convert", [&] { return ToRaw(src, dst, options); });
+}
+
+Status ConvertToRaw(const Image& src, File& dst, const ConvertOptions& options) {
+  return ConvertToRaw(ConvertSource::FromImage(src), dst, options);
+}
+
+Status ConvertToRawStream(const ConvertSource& src, int fd, const ConvertOptions& options) {
+  return StatusFromException("convert", [&] { return ToRawStream(src, fd, options); });
+}
+
 Status ConvertToRawStream(const Image& src, int fd, const ConvertOptions& options) {
   return ConvertToRawStream(ConvertSource::FromImage(src), fd, options);
 }
@@ -550,10 +577,7 @@ Result<CreateOptions> TargetOptions(const ConvertSource& src, const CreateOption
   return o;
 }
 
-}  // namespace
-
-Status ConvertToVhdx(const ConvertSource& src, File& dst, const CreateOptions& create,
-                     const ConvertOptions& options) {
+Status ToVhdx(const ConvertSource& src, File& dst, const CreateOptions& create, const ConvertOptions& options) {
   VHDX_ASSIGN_OR_RETURN(CreateOptions o, TargetOptions(src, create));
   const std::string out_name = "output " + dst.name();
   auto view = std::make_unique<BorrowedFile>(dst, options.sync);
@@ -574,6 +598,13 @@ Status ConvertToVhdx(const ConvertSource& src, File& dst, const CreateOptions& c
   VHDX_RETURN_IF_ERROR(image.Close().WithContext(out_name));
   if (options.progress) options.progress(total, total);
   return Status::Ok();
+}
+
+}  // namespace
+
+Status ConvertToVhdx(const ConvertSource& src, File& dst, const CreateOptions& create,
+                     const ConvertOptions& options) {
+  return StatusFromException("convert", [&] { return ToVhdx(src, dst, create, options); });
 }
 
 Status ConvertToVhdx(const ConvertSource& src, const std::string& dst_path, const CreateOptions& create,

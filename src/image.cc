@@ -19,22 +19,6 @@ namespace vhdx {
 
 using namespace format;
 
-const char* ErrcName(Errc code) {
-  switch (code) {
-    case Errc::kOk: return "ok";
-    case Errc::kIoError: return "I/O error";
-    case Errc::kCorrupt: return "corrupt image";
-    case Errc::kUnsupported: return "unsupported";
-    case Errc::kInvalidArgument: return "invalid argument";
-    case Errc::kNotFound: return "not found";
-    case Errc::kReadOnly: return "read-only";
-    case Errc::kNoSpace: return "no space left";
-    case Errc::kOutOfRange: return "out of range";
-    case Errc::kBusy: return "in use";
-  }
-  return "unknown";
-}
-
 const char* DiskTypeName(DiskType t) {
   switch (t) {
     case DiskType::kFixed: return "fixed";

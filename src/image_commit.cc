@@ -62,9 +62,11 @@ Status ImageImpl::CommitLocked() {
   // What this commit logs, in this order: metadata sectors (a locator
   // rewrite, all in the first entry), sector bitmap pages, then BAT pages,
   // so that a durable BAT change always has its bitmap bits durable.
-  std::vector<BatCache::DirtyPage> bat_pages = bat_->SnapshotDirty();
-  std::vector<SectorBitmapCache::DirtyPage> bitmap_pages =
-      bitmaps_ ? bitmaps_->SnapshotDirty() : std::vector<SectorBitmapCache::DirtyPage>{};
+  VHDX_ASSIGN_OR_RETURN(std::vector<BatCache::DirtyPage> bat_pages, bat_->SnapshotDirty());
+  std::vector<SectorBitmapCache::DirtyPage> bitmap_pages;
+  if (bitmaps_) {
+    VHDX_ASSIGN_OR_RETURN(bitmap_pages, bitmaps_->SnapshotDirty());
+  }
   std::map<uint64_t, std::vector<uint8_t>> metadata = std::move(pending_metadata_);
   pending_metadata_.clear();
   const size_t total = metadata.size() + bitmap_pages.size() + bat_pages.size();

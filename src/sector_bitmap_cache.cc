@@ -107,12 +107,19 @@ Status SectorBitmapCache::Clear(uint64_t block_offset, uint64_t first_bit, uint6
   return Change(block_offset, first_bit, nbits, false);
 }
 
-std::vector<SectorBitmapCache::DirtyPage> SectorBitmapCache::SnapshotDirty() const {
+Result<std::vector<SectorBitmapCache::DirtyPage>> SectorBitmapCache::SnapshotDirty() const {
   std::vector<DirtyPage> out;
   for (Shard& shard : shards_) {
     std::lock_guard lock(shard.mu);
     for (auto [offset, version] : shard.dirty) {
-      const Page& page = *shard.pages.at(offset);
+      // Dirty pages are never evicted; were one missing, its change would
+      // be lost: an error, not a guess.
+      auto it = shard.pages.find(offset);
+      if (it == shard.pages.end())
+        return Status(Errc::kIoError,
+                      fmt::format("sector bitmap page at offset {:#x}: dirty but not in the cache (internal error)",
+                                  offset));
+      const Page& page = *it->second;
       out.push_back({offset, version, std::vector<uint8_t>(page.begin(), page.end())});
     }
   }

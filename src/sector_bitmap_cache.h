@@ -102,7 +102,7 @@ class SectorBitmapCache {
     uint64_t version = 0;
     std::vector<uint8_t> bytes;  // 4096
   };
-  std::vector<DirtyPage> SnapshotDirty() const;
+  Result<std::vector<DirtyPage>> SnapshotDirty() const;
   size_t dirty_pages() const { return dirty_count_.load(std::memory_order_relaxed); }
   // Writes the pages in place and marks each clean unless it changed again.
   Status WriteBack(File& file, const std::vector<DirtyPage>& pages);

@@ -21,9 +21,15 @@ enum class Errc {
   kNoSpace,          // ENOSPC from the host
   kOutOfRange,       // offset/length outside the virtual disk
   kBusy,             // another process has the file open in a conflicting way (its lock)
+  kNoMemory,         // an allocation (or a thread) the operation needs could not be had
 };
 
 const char* ErrcName(Errc code);
+
+// The errno a front end reports for `code` (an NBD error, a FUSE reply, a
+// qemu-io style message): one mapping for all of them, which a front end
+// departs from only where the peer it mimics does.
+int ErrnoOf(Errc code);
 
 class [[nodiscard]] Status {
  public:

@@ -18,7 +18,9 @@
 #include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "vhdx/image.h"
@@ -39,23 +41,11 @@ struct PluginState {
 
 PluginState* state = nullptr;
 
-int ErrnoFor(const vhdx::Status& status) {
-  switch (status.code()) {
-    case vhdx::Errc::kReadOnly: return EROFS;
-    case vhdx::Errc::kNoSpace: return ENOSPC;
-    case vhdx::Errc::kOutOfRange:
-    case vhdx::Errc::kInvalidArgument: return EINVAL;
-    case vhdx::Errc::kNotFound: return ENOENT;
-    case vhdx::Errc::kBusy: return EBUSY;
-    default: return EIO;
-  }
-}
-
 // Reports a failed library call to nbdkit (log line + NBD error) and
 // returns the callback's failure value.
 int Fail(const vhdx::Status& status) {
   nbdkit_error("%s: %s", state->file.c_str(), status.message().c_str());
-  nbdkit_set_error(ErrnoFor(status));
+  nbdkit_set_error(vhdx::ErrnoOf(status.code()));
   return -1;
 }
 
@@ -213,24 +203,51 @@ int vhdx_extents(void*, uint32_t count, uint64_t offset, uint32_t flags,
   return s.ok() ? 0 : Fail(s);
 }
 
+// An exception must not unwind into nbdkit's C frames (std::terminate: the
+// server gone, clients' unflushed writes with it). Each callback runs
+// behind this; one that throws fails its request (ENOMEM when an
+// allocation failed, else EIO) with a logged line, and nbdkit goes on.
+template <auto Callback>
+struct Guarded;
+template <typename R, typename... Args, R (*Callback)(Args...)>
+struct Guarded<Callback> {
+  static R Call(Args... args) noexcept {
+    int error = EIO;
+    try {
+      return Callback(args...);
+    } catch (const std::bad_alloc&) {
+      nbdkit_error("vhdx: out of memory");
+      error = ENOMEM;
+    } catch (const std::exception& e) {
+      nbdkit_error("vhdx: internal error: %s", e.what());
+    }
+    nbdkit_set_error(error);
+    if constexpr (std::is_pointer_v<R>) {
+      return nullptr;
+    } else if constexpr (!std::is_void_v<R>) {
+      return -1;
+    }
+  }
+};
+
 struct nbdkit_plugin MakePlugin() {
   struct nbdkit_plugin p = {};
   p.name = "vhdx";
   p.longname = "libvhdx nbdkit plugin";
   p.version = vhdx::Version();
   p.description = "Serves a VHDX virtual disk (fixed, dynamic, differencing) over NBD.";
-  p.load = vhdx_load;
-  p.unload = vhdx_unload;
-  p.config = vhdx_config;
-  p.config_complete = vhdx_config_complete;
+  p.load = Guarded<vhdx_load>::Call;
+  p.unload = Guarded<vhdx_unload>::Call;
+  p.config = Guarded<vhdx_config>::Call;
+  p.config_complete = Guarded<vhdx_config_complete>::Call;
   p.config_help =
       "file=<DISK.vhdx>     (required) The VHDX image to serve.\n"
       "readonly=true|false  Open the image read-only (a dirty log is replayed in memory).\n"
       "parent-dir=<DIR>     Where to look for the parents of a differencing image (repeatable).";
   p.magic_config_key = "file";
-  p.get_ready = vhdx_get_ready;
-  p.open = vhdx_open;
-  p.get_size = vhdx_get_size;
+  p.get_ready = Guarded<vhdx_get_ready>::Call;
+  p.open = Guarded<vhdx_open>::Call;
+  p.get_size = Guarded<vhdx_get_size>::Call;
   p.can_write = vhdx_can_write;
   p.can_flush = vhdx_can_flush;
   p.can_trim = vhdx_can_trim;
@@ -238,13 +255,13 @@ struct nbdkit_plugin MakePlugin() {
   p.can_fua = vhdx_can_fua;
   p.can_extents = vhdx_can_extents;
   p.can_multi_conn = vhdx_can_multi_conn;
-  p.pread = vhdx_pread;
-  p.pwrite = vhdx_pwrite;
-  p.flush = vhdx_flush;
-  p.trim = vhdx_trim;
-  p.zero = vhdx_zero;
-  p.extents = vhdx_extents;
-  p.cleanup = vhdx_cleanup;
+  p.pread = Guarded<vhdx_pread>::Call;
+  p.pwrite = Guarded<vhdx_pwrite>::Call;
+  p.flush = Guarded<vhdx_flush>::Call;
+  p.trim = Guarded<vhdx_trim>::Call;
+  p.zero = Guarded<vhdx_zero>::Call;
+  p.extents = Guarded<vhdx_extents>::Call;
+  p.cleanup = Guarded<vhdx_cleanup>::Call;
   p.errno_is_preserved = 0;
   return p;
 }

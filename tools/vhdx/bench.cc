@@ -24,6 +24,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -123,9 +124,18 @@ class BenchRun {
       buffers.push_back(std::move(b));
     }
     std::vector<std::thread> threads;
-    threads.reserve(workers_);
-    for (int w = 0; w < workers_; ++w)
-      threads.emplace_back([this, buf = buffers[w].get()] { Work(buf); });
+    try {
+      threads.reserve(workers_);
+      for (int w = 0; w < workers_; ++w)
+        threads.emplace_back([this, buf = buffers[w].get()] { Work(buf); });
+    } catch (const std::system_error& e) {
+      // No memory for a thread's stack, or the thread limit: the workers
+      // started stop and are joined (a joinable std::thread destroyed is
+      // std::terminate), and the run fails in one line.
+      StopWorkers(threads);
+      return Status(Errc::kNoMemory,
+                    fmt::format("cannot start {} worker threads (out of memory or threads): {}", workers_, e.what()));
+    }
     const auto start = std::chrono::steady_clock::now();
     uint64_t sent = 0;
     while (sent < spec_.count && !failed_) {
@@ -142,12 +152,7 @@ class BenchRun {
         Record(image_.Flush(), "flush");
     }
     const auto stop = std::chrono::steady_clock::now();
-    {
-      std::lock_guard lock(mu_);
-      stop_ = true;
-    }
-    start_cv_.notify_all();
-    for (auto& t : threads) t.join();
+    StopWorkers(threads);
     if (failed_) return FirstError();
     if (spec_.IsFlushPoint(spec_.count)) Record(image_.Flush(), "flush");
     if (failed_) return FirstError();
@@ -155,6 +160,15 @@ class BenchRun {
   }
 
  private:
+  void StopWorkers(std::vector<std::thread>& threads) {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    start_cv_.notify_all();
+    for (auto& t : threads) t.join();
+  }
+
   // Hands [begin, end) to the workers and waits until all have stopped.
   void RunSegment(uint64_t begin, uint64_t end) {
     {

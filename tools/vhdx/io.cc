@@ -249,23 +249,13 @@ void DumpBuffer(const uint8_t* p, int64_t offset, int64_t len) {
   fmt::print("{}", out);
 }
 
-// The errno qemu-io would report for a library error.
+// The errno qemu-io would report for a library error: the library's
+// (vhdx::ErrnoOf) but where QEMU's block layer answers otherwise: EPERM for
+// a write to a read-only image, EIO for a request past the end.
 int ErrnoOf(const Status& st) {
-  switch (st.code()) {
-    case Errc::kOk: return 0;
-    case Errc::kUnsupported: return ENOTSUP;
-    case Errc::kInvalidArgument: return EINVAL;
-    case Errc::kNotFound: return ENOENT;
-    case Errc::kReadOnly: return EPERM;
-    case Errc::kNoSpace: return ENOSPC;
-    case Errc::kBusy: return EBUSY;
-    // qemu's block layer answers a request past the end with EIO.
-    case Errc::kOutOfRange:
-    case Errc::kIoError:
-    case Errc::kCorrupt:
-      return EIO;
-  }
-  return EIO;
+  if (st.code() == Errc::kReadOnly) return EPERM;
+  if (st.code() == Errc::kOutOfRange) return EIO;
+  return vhdx::ErrnoOf(st.code());
 }
 
 timespec Now() {

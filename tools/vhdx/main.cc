@@ -2,6 +2,10 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <cstdio>
+#include <exception>
+#include <new>
+
 #include "common.h"
 #include "vhdx/image.h"
 
@@ -32,6 +36,14 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     app.exit(e);
     return kExitUsage;
+  } catch (const std::bad_alloc&) {
+    // The library returns errors, never throws; what reaches here is the
+    // CLI's own allocations failing (or a bug): one line, not an abort.
+    std::fputs("vhdx: out of memory\n", stderr);
+    return kExitError;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "vhdx: internal error: {}\n", e.what());
+    return kExitError;
   }
   return result;
 }

@@ -27,6 +27,7 @@
 #include <fmt/format.h>
 #include <fstream>
 #include <mutex>
+#include <new>
 #include <sstream>
 #include <thread>
 
@@ -100,18 +101,11 @@ void RaiseReadahead(const std::string& mountpoint) {
 }
 
 
+// The library's errno (vhdx::ErrnoOf), but for a request past the end of
+// the disk: ENOSPC, as the kernel's block devices answer a write there.
 int ErrnoOf(const Status& status) {
-  switch (status.code()) {
-    case Errc::kOk: return 0;
-    case Errc::kReadOnly: return EROFS;
-    case Errc::kNoSpace: return ENOSPC;
-    case Errc::kInvalidArgument: return EINVAL;
-    case Errc::kOutOfRange: return ENOSPC;  // as a block device past its end
-    case Errc::kUnsupported: return EOPNOTSUPP;
-    case Errc::kNotFound: return ENOENT;
-    case Errc::kBusy: return EBUSY;
-    default: return EIO;
-  }
+  if (status.code() == Errc::kOutOfRange) return ENOSPC;
+  return vhdx::ErrnoOf(status.code());
 }
 
 // The largest read request on a splicing mount. libfuse splices a reply
@@ -387,20 +381,40 @@ std::vector<int> SpliceFds(const Image& image, bool read_only) {
   return fds;
 }
 
+// An exception must not unwind into libfuse's C frames (std::terminate, and
+// the mount gone with its unflushed writes): each operation runs behind
+// this, and one that throws fails its request (ENOMEM when an allocation
+// failed, else EIO, with a line on stderr) while the daemon goes on.
+template <auto Op>
+struct Guarded;
+template <typename R, typename... Args, R (*Op)(Args...)>
+struct Guarded<Op> {
+  static R Call(Args... args) noexcept {
+    try {
+      return Op(args...);
+    } catch (const std::bad_alloc&) {
+      return static_cast<R>(-ENOMEM);
+    } catch (const std::exception& e) {
+      fmt::print(stderr, "vhdx mount: internal error: {}\n", e.what());
+      return static_cast<R>(-EIO);
+    }
+  }
+};
+
 fuse_operations MakeOperations(bool splice) {
   fuse_operations ops{};
-  ops.init = OnInit;
-  ops.getattr = OnGetattr;
-  ops.readdir = OnReaddir;
-  ops.open = OnOpen;
-  ops.truncate = OnTruncate;
-  ops.read = OnRead;
-  if (splice) ops.read_buf = OnReadBuf;
-  ops.write = OnWrite;
-  ops.flush = OnFlush;
-  ops.fsync = OnFsync;
-  ops.fallocate = OnFallocate;
-  ops.lseek = OnLseek;
+  ops.init = OnInit;  // sets flags and returns a pointer: nothing that throws
+  ops.getattr = Guarded<OnGetattr>::Call;
+  ops.readdir = Guarded<OnReaddir>::Call;
+  ops.open = Guarded<OnOpen>::Call;
+  ops.truncate = Guarded<OnTruncate>::Call;
+  ops.read = Guarded<OnRead>::Call;
+  if (splice) ops.read_buf = Guarded<OnReadBuf>::Call;
+  ops.write = Guarded<OnWrite>::Call;
+  ops.flush = Guarded<OnFlush>::Call;
+  ops.fsync = Guarded<OnFsync>::Call;
+  ops.fallocate = Guarded<OnFallocate>::Call;
+  ops.lseek = Guarded<OnLseek>::Call;
   return ops;
 }
 
