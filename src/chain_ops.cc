@@ -17,6 +17,26 @@ using namespace format;
 
 void ImageImpl::SetNextDataWriteGuid(const Guid& guid) { next_data_write_guid_ = guid; }
 
+Status ImageImpl::StageMetadataLocked(uint64_t file_offset, const uint8_t* p, size_t n) {
+  while (n > 0) {
+    // The sector as it is now, or as an earlier staged change left it.
+    const uint64_t at = file_offset / 4096 * 4096;
+    auto it = pending_metadata_.find(at);
+    if (it == pending_metadata_.end()) {
+      std::vector<uint8_t> bytes(4096);
+      VHDX_RETURN_IF_ERROR(ReadExact(*physical_, at, bytes.data(), bytes.size(), "metadata region"));
+      it = pending_metadata_.emplace(at, std::move(bytes)).first;
+    }
+    const size_t in = file_offset % 4096;
+    const size_t k = std::min<size_t>(n, 4096 - in);
+    std::memcpy(it->second.data() + in, p, k);
+    file_offset += k;
+    p += k;
+    n -= k;
+  }
+  return Status::Ok();
+}
+
 Status ImageImpl::RewriteParentLocator(const ParentLocator& locator) {
   if (!writable_) return Status(Errc::kReadOnly, "parent locator: the image is open read-only");
   if (closed_) return Status(Errc::kInvalidArgument, "parent locator: the image is closed");
@@ -50,34 +70,11 @@ Status ImageImpl::RewriteParentLocator(const ParentLocator& locator) {
     return Status(Errc::kNoSpace, fmt::format("metadata region at offset {:#x}: no room for a parent "
                                               "locator of {} bytes",
                                               meta_region_offset_, item.size()));
-  // The sectors to change, as they are now (or as a pending change left them).
-  auto sector = [&](uint64_t file_offset) -> Result<std::vector<uint8_t>*> {
-    const uint64_t at = file_offset / 4096 * 4096;
-    auto it = pending_metadata_.find(at);
-    if (it == pending_metadata_.end()) {
-      std::vector<uint8_t> bytes(4096);
-      VHDX_RETURN_IF_ERROR(ReadExact(*physical_, at, bytes.data(), bytes.size(), "metadata region"));
-      it = pending_metadata_.emplace(at, std::move(bytes)).first;
-    }
-    return &it->second;
-  };
-  auto put = [&](uint64_t file_offset, const uint8_t* p, size_t n) -> Status {
-    while (n > 0) {
-      VHDX_ASSIGN_OR_RETURN(std::vector<uint8_t> * s, sector(file_offset));
-      const size_t in = file_offset % 4096;
-      const size_t k = std::min<size_t>(n, 4096 - in);
-      std::memcpy(s->data() + in, p, k);
-      file_offset += k;
-      p += k;
-      n -= k;
-    }
-    return Status::Ok();
-  };
   uint8_t fields[8];
   EncodeFixed32(fields, static_cast<uint32_t>(place));
   EncodeFixed32(fields + 4, static_cast<uint32_t>(item.size()));
-  Status s = put(meta_region_offset_ + 32 + 32 * which + 16, fields, 8);
-  if (s.ok()) s = put(meta_region_offset_ + place, item.data(), item.size());
+  Status s = StageMetadataLocked(meta_region_offset_ + 32 + 32 * which + 16, fields, 8);
+  if (s.ok()) s = StageMetadataLocked(meta_region_offset_ + place, item.data(), item.size());
   if (!s.ok()) {
     pending_metadata_.clear();
     return s;

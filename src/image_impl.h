@@ -21,6 +21,7 @@
 #include "log_writer.h"
 #include "sector_bitmap_cache.h"
 #include "vhdx/image.h"
+#include "vhdx/resize.h"
 
 namespace vhdx {
 
@@ -43,6 +44,9 @@ class ImageImpl final : public Image {
   // Every payload block NOT_PRESENT (reads through to the parent), its space
   // and the sector bitmaps released. Differencing images only.
   Status DropAllBlocks();
+  // Resize-VHD (resize.cc): sets the virtual size to `new_size` through the
+  // log, then closes the image. Sizes and chain rules checked by the caller.
+  Result<ResizeResult> ResizeAndClose(uint64_t new_size, const ResizeOptions& options);
 
   const ImageInfo& info() const override { return info_; }
   const Image* parent() const override { return parent_.get(); }
@@ -162,6 +166,10 @@ class ImageImpl final : public Image {
   std::map<uint64_t, std::vector<uint8_t>> pending_metadata_;
   // Sector bitmap blocks released (under commit_mu_), punched once committed.
   std::vector<uint64_t> released_bitmaps_;
+  // Stages a change of `n` bytes at `file_offset` (metadata region or region
+  // table) in pending_metadata_, logged first by the next CommitLocked
+  // (commit_mu_ held).
+  Status StageMetadataLocked(uint64_t file_offset, const uint8_t* p, size_t n);
 
   std::atomic<uint64_t> stat_flushes_{0}, stat_log_entries_{0}, stat_allocated_{0},
       stat_released_{0}, stat_header_updates_{0};
