@@ -151,9 +151,17 @@ Result<ResizeResult> ImageImpl::ResizeAndClose(uint64_t new_size, const ResizeOp
       bytes.assign(n * 8, 0);
       const uint64_t old_n = i0 < geo_.total_entries ? std::min(n, geo_.total_entries - i0) : 0;
       if (old_n) VHDX_RETURN_IF_ERROR(Fail(bat_->ReadRange(i0, old_n, &entries)));
-      for (uint64_t k = 0; k < n; ++k)
-        EncodeFixed64(bytes.data() + k * 8, k < old_n ? entries[k] : new_entry(i0 + k));
-      VHDX_RETURN_IF_ERROR(Fail(f.WriteAt(target + i0 * 8, bytes.data(), bytes.size())));
+      bool all_zero = true;
+      for (uint64_t k = 0; k < n; ++k) {
+        const uint64_t value = k < old_n ? entries[k] : new_entry(i0 + k);
+        EncodeFixed64(bytes.data() + k * 8, value);
+        all_zero = all_zero && value == 0;
+      }
+      // The new region was allocated past the end of the file, so it reads
+      // as zeros already: a dynamic disk grown to terabytes writes only
+      // the entries it had, not megabytes of NOT_PRESENT.
+      if (!(relocate && all_zero))
+        VHDX_RETURN_IF_ERROR(Fail(f.WriteAt(target + i0 * 8, bytes.data(), bytes.size())));
       progress(i0 + n - from, to - from);
     }
     if (relocate) {
