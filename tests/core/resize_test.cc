@@ -15,6 +15,7 @@
 #include "core_test_util.h"
 #include "format/bat.h"
 #include "support/crash_file.h"
+#include "util/coding.h"
 #include "support/test_util.h"
 #include "vhdx/create.h"
 #include "vhdx/resize.h"
@@ -312,6 +313,46 @@ TEST(ResizeTest, RefusesWhatItMustAndChangesNothing) {
   ASSERT_TRUE(file->ReadAt(0, a.data(), a.size()).ok());
   ASSERT_TRUE(pristine.ReadAt(0, b.data(), b.size()).ok());
   EXPECT_TRUE(a == b);
+}
+
+// A damaged BAT entry (a block past the end of the file): refused, with the
+// first error named, and not a byte changed.
+TEST(ResizeTest, DamagedImageIsRefusedUnchanged) {
+  std::vector<uint8_t> model;
+  Spec spec{DiskType::kDynamic, 16 * MiB, 1 * MiB, 512, 0};
+  auto file = MakeImage(spec, 9, &model);
+  uint64_t bat = 0;
+  {
+    auto image = Image::Open(std::make_unique<ReadOnlyView>(*file));
+    ASSERT_TRUE(image.ok());
+    bat = (*image)->info().bat_offset;
+  }
+  uint8_t entry[8];
+  EncodeFixed64(entry, format::BatEntry{format::kPayloadFullyPresent, 1024 * MiB}.Encode());
+  ASSERT_TRUE(file->WriteAt(bat + 8 * 2, entry, 8).ok());  // block 2
+  SparseMemoryFile pristine(*file);
+  for (uint64_t size : {uint64_t{64 * MiB}, uint64_t{4 * MiB}}) {
+    Resized r = ResizeIn(*file, size, true);
+    EXPECT_EQ(r.status.code(), Errc::kCorrupt) << r.status.message();
+    EXPECT_NE(r.status.message().find("BAT entry 2"), std::string::npos) << r.status.message();
+    EXPECT_NE(r.status.message().find("nothing was resized"), std::string::npos) << r.status.message();
+    std::vector<uint8_t> a(*file->Size()), b(*pristine.Size());
+    ASSERT_EQ(a.size(), b.size());
+    ASSERT_TRUE(file->ReadAt(0, a.data(), a.size()).ok());
+    ASSERT_TRUE(pristine.ReadAt(0, b.data(), b.size()).ok());
+    EXPECT_TRUE(a == b) << "a refused resize changed the file";
+  }
+}
+
+// An image open read-only is never written: ResizeImage says so.
+TEST(ResizeTest, ReadOnlyImageIsRefused) {
+  std::vector<uint8_t> model;
+  Spec spec{DiskType::kDynamic, 16 * MiB, 1 * MiB, 512, 0};
+  auto file = MakeImage(spec, 4, &model);
+  auto image = Image::Open(std::make_unique<ReadOnlyView>(*file));
+  ASSERT_TRUE(image.ok());
+  auto r = ResizeImage(std::move(image).value(), 32 * MiB);
+  EXPECT_EQ(r.status().code(), Errc::kReadOnly) << r.status().message();
 }
 
 // ---- Differencing ---------------------------------------------------------

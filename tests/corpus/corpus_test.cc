@@ -356,6 +356,49 @@ TEST(CorpusDirtyLogTest, CheckRepairReplaysTheLogIntoTheFile) {
 }
 
 
+// `vhdx resize` on a copy of the image QEMU left with a dirty log: the
+// read-write open replays the log first, then the disk grows by 1 GiB. It
+// reads as the manifest's content followed by zeros, with a clean log, and
+// qemu-img checks it clean.
+TEST(CorpusDirtyLogTest, ResizeReplaysTheLogFirst) {
+  VHDX_REQUIRE(MissingCorpus());
+  const auto& images = LoadCorpusManifest().images;
+  auto it = std::find_if(images.begin(), images.end(),
+                         [](const CorpusImage& i) { return i.file == kDirtyLogImage; });
+  VHDX_REQUIRE(it == images.end() ? std::string(kDirtyLogImage) + " is not in the corpus manifest" : "");
+  const CorpusImage& m = *it;
+  std::string copy = ScratchPath("dirty-resized.vhdx");
+  std::filesystem::copy_file(DecompressCorpusImage(m.file), copy,
+                             std::filesystem::copy_options::overwrite_existing);
+  CommandResult r = vhdx::test::Run(fmt::format("{} resize {} +1G", CliPath(), Quoted(copy)));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  {
+    auto image = Image::Open(copy);
+    ASSERT_TRUE(image.ok()) << image.status().message();
+    const ImageInfo& info = (*image)->info();
+    EXPECT_FALSE(info.log.dirty);
+    ASSERT_EQ(info.virtual_size, m.virtual_size + (1ull << 30));
+    Sha256Stream sha;
+    std::vector<uint8_t> buf(4 << 20);
+    for (uint64_t at = 0; at < m.virtual_size; at += buf.size()) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), m.virtual_size - at));
+      ASSERT_TRUE((*image)->Read(at, buf.data(), n).ok());
+      sha.Update(buf.data(), n);
+    }
+    EXPECT_EQ(sha.Final(), m.content_sha256) << "the replayed content below the old end";
+    bool data_past_end = false;
+    ASSERT_TRUE((*image)->Map(m.virtual_size, 1ull << 30, [&](const MapExtent& x) {
+      data_past_end = data_past_end || x.data || !x.zero;
+      return true;
+    }).ok());
+    EXPECT_FALSE(data_past_end) << "the growth must read as zeros";
+  }
+  if (RunPart("qemu-img check of the resized copy", MissingTools({"qemu-img"}))) {
+    r = vhdx::test::Run(fmt::format("qemu-img check -f vhdx {}", Quoted(copy)));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+  }
+}
+
 // A read-write open through the library (Image::Open with read_only false)
 // replays the log into the file before anything is read: it reads the
 // manifest's content, the same bytes as the read-only overlay of the
