@@ -157,12 +157,18 @@ TEST(ResizeInterop, RefusalsChangeNothing) {
     EXPECT_NE(r.output.find("in use"), std::string::npos) << r.output;
   }
   EXPECT_EQ(Sha256OfFile(path), before);
-  // A read-only file: refused before anything is written.
+  // A file that cannot be written (mode 0444; root ignores that, so also
+  // the immutable attribute, which stops root too): refused in one line.
   fs::permissions(path, fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
-  if (::access(path.c_str(), W_OK) != 0) {  // root writes anyway
+  const bool immutable = ::access(path.c_str(), W_OK) == 0 && Sh("chattr +i " + ShellQuote(path)).exit_code == 0;
+  if (RunPart("read-only file part",
+              ::access(path.c_str(), W_OK) != 0 || immutable ? "" : "cannot make the file unwritable here")) {
     CommandResult r = Vhdx(fmt::format("resize {} 128M", ShellQuote(path)));
     EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_TRUE(r.output.starts_with("vhdx: " + path + ": ")) << r.output;
+    EXPECT_EQ(r.output.find('\n'), r.output.size() - 1) << "one line: " << r.output;
   }
+  if (immutable) Sh("chattr -i " + ShellQuote(path));
   EXPECT_EQ(Sha256OfFile(path), before);
 }
 
