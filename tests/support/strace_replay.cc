@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -27,7 +28,8 @@ constexpr uint64_t kMiB = 1024 * 1024;
 // ---- Running a process ------------------------------------------------------
 
 ProcessEnd RunProcess(const std::vector<std::string>& argv,
-                      std::optional<std::chrono::microseconds> kill_after) {
+                      std::optional<std::chrono::microseconds> kill_after,
+                      std::chrono::seconds timeout) {
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
@@ -57,12 +59,30 @@ ProcessEnd RunProcess(const std::vector<std::string>& argv,
     std::this_thread::sleep_for(*kill_after);
     ::kill(pid, SIGKILL);
   }
+  // Polled, so that the wait has a deadline. The naps stay short (at most
+  // 1 ms) because `seconds` is only as precise as they are, and the kill
+  // tests spread their kills over a run's measured length.
   int status = 0;
-  waitpid(pid, &status, 0);
+  auto nap = std::chrono::microseconds(50);
+  for (;;) {
+    const pid_t got = waitpid(pid, &status, WNOHANG);
+    if (got == pid) break;
+    if (got < 0 && errno != EINTR) return end;  // not ours to wait for: no exit code
+    if (std::chrono::steady_clock::now() - started > timeout) {
+      ::kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);  // SIGKILL cannot be caught: this returns
+      end.timed_out = true;
+      break;
+    }
+    std::this_thread::sleep_for(nap);
+    nap = std::min<std::chrono::microseconds>(nap * 2, std::chrono::milliseconds(1));
+  }
   end.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   // strace, its tracee killed, kills itself the same way (or exits 137).
-  end.killed = (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) ||
-               (WIFEXITED(status) && WEXITSTATUS(status) == 128 + SIGKILL);
+  // A timed-out run does not count as killed: callers that accept a kill
+  // (theirs) must not accept a hang.
+  end.killed = !end.timed_out && ((WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) ||
+                                  (WIFEXITED(status) && WEXITSTATUS(status) == 128 + SIGKILL));
   end.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return end;
 }

@@ -28,15 +28,19 @@ namespace vhdx::test {
 // ---- Running a process ------------------------------------------------------
 
 struct ProcessEnd {
-  bool killed = false;  // by SIGKILL (ours, or strace's injection)
+  bool killed = false;     // by SIGKILL (ours, or strace's injection)
+  bool timed_out = false;  // still running at the deadline, then killed
   int exit_code = -1;
   double seconds = 0;
 };
 
 // Runs argv[0] (a path) with its output discarded; with `kill_after`, sends
-// SIGKILL that long after the fork.
+// SIGKILL that long after the fork. One still running `timeout` after the
+// fork is killed and reported timed_out: a hung CLI fails its test instead
+// of holding the binary until ctest's own timeout.
 ProcessEnd RunProcess(const std::vector<std::string>& argv,
-                      std::optional<std::chrono::microseconds> kill_after = std::nullopt);
+                      std::optional<std::chrono::microseconds> kill_after = std::nullopt,
+                      std::chrono::seconds timeout = std::chrono::seconds(120));
 
 // strace's path, if it is installed and may trace here (ptrace allowed).
 std::optional<std::string> UsableStrace();
