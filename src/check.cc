@@ -263,4 +263,16 @@ Result<CheckReport> Check(const std::string& path, bool force_share) {
   return Check(**f);
 }
 
+Status RequireUndamaged(const File& file, const char* op, const char* done) {
+  VHDX_ASSIGN_OR_RETURN(const CheckReport report, Check(file));
+  if (report.errors() == 0) return Status::Ok();
+  const CheckFinding* first = nullptr;
+  for (const CheckFinding& finding : report.findings)
+    if (first == nullptr && finding.severity == CheckFinding::Severity::kError) first = &finding;
+  return Status(Errc::kCorrupt, fmt::format("{}: the image has {} error(s), first {} at offset {:#x}: {}; nothing "
+                                            "was {} (vhdx check lists them)",
+                                            op, report.errors(), first->structure, first->offset, first->message,
+                                            done));
+}
+
 }  // namespace vhdx

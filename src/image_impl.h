@@ -21,6 +21,7 @@
 #include "log_writer.h"
 #include "sector_bitmap_cache.h"
 #include "vhdx/image.h"
+#include "vhdx/compact.h"
 #include "vhdx/resize.h"
 
 namespace vhdx {
@@ -47,6 +48,10 @@ class ImageImpl final : public Image {
   // Resize-VHD (resize.cc): sets the virtual size to `new_size` through the
   // log, then closes the image. Sizes and chain rules checked by the caller.
   Result<ResizeResult> ResizeAndClose(uint64_t new_size, const ResizeOptions& options);
+  // Optimize-VHD (compact.cc): releases all-zero blocks, moves blocks down
+  // into the holes and truncates the file, then closes the image. The image
+  // is the caller's alone meanwhile (no other thread uses it).
+  Result<CompactResult> CompactAndClose(const CompactOptions& options);
 
   const ImageInfo& info() const override { return info_; }
   const Image* parent() const override { return parent_.get(); }

@@ -95,4 +95,10 @@ Status CheckAllocatedEntry(uint64_t bat_index, const format::BatEntry& entry, ui
                            uint64_t file_size, const std::vector<Reserved>& reserved,
                            const EntryLabel& label);
 
+// Operations that rewrite the BAT wholesale (resize, compact) refuse a
+// damaged image: they would carry the damage along, or free space a damaged
+// entry shares. kCorrupt naming the first of vhdx::Check's errors ("OP: the
+// image has N error(s), first ...; nothing was DONE"), else Ok (check.cc).
+Status RequireUndamaged(const File& file, const char* op, const char* done);
+
 }  // namespace vhdx

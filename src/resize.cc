@@ -88,16 +88,7 @@ Result<ResizeResult> ImageImpl::ResizeAndClose(uint64_t new_size, const ResizeOp
   // (or free space a damaged entry shares). Pending writes of this session
   // are committed first, so that the file is what Check sees.
   VHDX_RETURN_IF_ERROR(Flush());
-  VHDX_ASSIGN_OR_RETURN(const CheckReport report, Check(*physical_));
-  if (report.errors() > 0) {
-    const CheckFinding* first = nullptr;
-    for (const CheckFinding& finding : report.findings)
-      if (first == nullptr && finding.severity == CheckFinding::Severity::kError) first = &finding;
-    return Status(Errc::kCorrupt,
-                  fmt::format("resize: the image has {} error(s), first {} at offset {:#x}: {}; nothing was "
-                              "resized (vhdx check lists them)",
-                              report.errors(), first->structure, first->offset, first->message));
-  }
+  VHDX_RETURN_IF_ERROR(RequireUndamaged(*physical_, "resize", "resized"));
 
   VHDX_RETURN_IF_ERROR(BeginChange());
   VHDX_ASSIGN_OR_RETURN(BlockAllocator * alloc, Allocator());
