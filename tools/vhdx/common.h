@@ -80,6 +80,7 @@ void RegisterBench(CLI::App& app, int& result);
 void RegisterCommit(CLI::App& app, int& result);
 void RegisterRebase(CLI::App& app, int& result);
 void RegisterResize(CLI::App& app, int& result);
+void RegisterCompact(CLI::App& app, int& result);
 // Registers both `mount` and `unmount`.
 void RegisterMount(CLI::App& app, int& result);
 

@@ -11,7 +11,7 @@
 
 int main(int argc, char** argv) {
   using namespace vhdx::cli;
-  CLI::App app{"vhdx: create, inspect, check, convert, write, benchmark, commit, rebase, resize and mount Microsoft VHDX virtual disks", "vhdx"};
+  CLI::App app{"vhdx: create, inspect, check, convert, write, benchmark, commit, rebase, resize, compact and mount Microsoft VHDX virtual disks", "vhdx"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("vhdx ") + vhdx::Version());
   int result = kExitOk;
@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   RegisterCommit(app, result);
   RegisterRebase(app, result);
   RegisterResize(app, result);
+  RegisterCompact(app, result);
   RegisterMount(app, result);
   try {
     app.parse(argc, argv);
