@@ -164,7 +164,12 @@ using FsHandle = std::unique_ptr<struct_ext2_filsys, FsCloser>;
 
 ExtOutcome LeftAlone(std::string why) { return {ExtOutcome::kLeftAlone, std::move(why)}; }
 
-std::string Describe(errcode_t err) { return fmt::format("libext2fs: {}", error_message(err)); }
+std::string Describe(errcode_t err) {
+  // com_err knows libext2fs's codes only once its table is registered.
+  static std::once_flag once;
+  std::call_once(once, [] { initialize_ext2_error_table(); });
+  return fmt::format("libext2fs: {}", error_message(err));
+}
 
 // The superblock's own state and size, checked before libext2fs allocates
 // group descriptors and bitmaps by them. "" when the file system may be read.

@@ -99,7 +99,7 @@ Result<FreeSpaceReport> FindFreeSpace(const Image& image, const FreeSpaceOptions
                           table.name.empty() ? "" : " (" + table.name + ")")});
       return report;
     case PartitionTable::kNone:
-      candidates.push_back({"the disk (no partition table)", 0, disk_size});
+      candidates.push_back({"the disk at 0x0 (no partition table)", 0, disk_size});
       break;
     case PartitionTable::kTable:
       candidates = CandidatesOf(table, disk_size, report.notices);

@@ -103,7 +103,7 @@ TEST(WholeDisk, NoFileSystemGivesANoticeOnly) {
   EXPECT_EQ(report->file_systems_read, 0u);
   ASSERT_EQ(report->notices.size(), 1u);
   EXPECT_EQ(report->notices[0].message,
-            "the disk (no partition table): no file system recognised; left alone");
+            "the disk at 0x0 (no partition table): no file system recognised; left alone");
 }
 
 }  // namespace

@@ -32,11 +32,13 @@ std::string DebugfsWrite(const std::string& image, const std::vector<std::string
   CommandResult r = Run(cmd);
   if (r.exit_code != 0) return cmd + ": " + r.output;
   // debugfs exits 0 even when a command fails: every line other than its
-  // banner, the echo of each command and "Allocated inode" is a complaint.
+  // banner, the echo of each command and the replies of write and feature
+  // is a complaint.
   std::istringstream in(r.output);
   std::string line;
   while (std::getline(in, line)) {
-    if (line.empty() || line.rfind("debugfs", 0) == 0 || line.rfind("Allocated inode:", 0) == 0)
+    if (line.empty() || line.rfind("debugfs", 0) == 0 || line.rfind("Allocated inode:", 0) == 0 ||
+        line.rfind("Filesystem features:", 0) == 0)
       continue;
     return cmd + ": " + r.output;
   }
