@@ -14,14 +14,18 @@
 //           new ones. Space a move frees is reused only in a later round,
 //           once the switch is durable. Finally the image is closed (log
 //           emptied) and the file truncated after the last block.
-// Nothing anyone reads changes, so the DataWriteGuid stays (digest §8.2:
-// relocation and compaction keep it).
+// Before both, the guest's file systems are read (fs/free_space.h) and the
+// blocks wholly in their free space are released unread. Zeros released and
+// blocks moved change nothing anyone reads, so the DataWriteGuid stays
+// (digest §8.2: relocation and compaction keep it); free space released
+// reads zeros instead of its old bytes, so then it changes.
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cstring>
 
 #include "compact_plan.h"
+#include "fs/free_space.h"
 #include "format/bat.h"
 #include "format/constants.h"
 #include "image_impl.h"
@@ -59,15 +63,62 @@ Result<CompactResult> ImageImpl::CompactAndClose(const CompactOptions& options) 
   if (writable_) VHDX_RETURN_IF_ERROR(Flush());
   VHDX_RETURN_IF_ERROR(RequireUndamaged(*physical_, "compact", options.dry_run ? "checked" : "compacted"));
 
+  // The guest's free space (only runs that can cover a whole block).
+  std::vector<fs::FreeRange> free;
+  if (options.file_system) {
+    VHDX_ASSIGN_OR_RETURN(fs::FreeSpaceReport report, fs::FindFreeSpace(*this, {.min_length = geo_.block_size}));
+    free = std::move(report.free);
+    result.file_systems_read = report.file_systems_read;
+    for (fs::FsNotice& notice : report.notices) result.notices.push_back(std::move(notice.message));
+  }
+  // Whether payload block b lies wholly in free space; asked for blocks in
+  // increasing order (one cursor walks the sorted ranges).
+  struct FreeCursor {
+    const std::vector<fs::FreeRange>& free;
+    size_t at = 0;
+    bool Covers(uint64_t start, uint64_t end) {
+      while (at < free.size() && free[at].offset + free[at].length <= start) ++at;
+      return at < free.size() && free[at].offset <= start && end <= free[at].offset + free[at].length;
+    }
+  };
+  auto block_start = [&](uint64_t b) { return b * geo_.block_size; };
+
   BlockAllocator* alloc = nullptr;
   if (!options.dry_run) {
-    // Releasing zeros and moving blocks change nothing anyone reads.
-    SetNextDataWriteGuid(headers_.Current().data_write_guid);
+    // Releasing zeros and moving blocks change nothing anyone reads; a
+    // block of free space released reads zeros instead of its old bytes.
+    bool frees_data = false;
+    FreeCursor cursor{free};
+    constexpr uint64_t kScan = 65536;
+    std::vector<uint64_t> scan;
+    for (uint64_t b0 = 0; b0 < geo_.payload_blocks && !free.empty() && !frees_data; b0 += kScan) {
+      const uint64_t b1 = std::min(geo_.payload_blocks, b0 + kScan);
+      const uint64_t i0 = geo_.PayloadIndex(b0);
+      VHDX_RETURN_IF_ERROR(bat_->ReadRange(i0, geo_.PayloadIndex(b1 - 1) - i0 + 1, &scan));
+      for (uint64_t b = b0; b < b1 && !frees_data; ++b) {
+        const uint8_t state = BatEntry::Decode(scan[geo_.PayloadIndex(b) - i0]).state;
+        frees_data = (state == kPayloadFullyPresent || state == kPayloadPartiallyPresent) &&
+                     cursor.Covers(block_start(b), block_start(b) + UsedBytes(b));
+      }
+    }
+    if (!frees_data) SetNextDataWriteGuid(headers_.Current().data_write_guid);
     VHDX_RETURN_IF_ERROR(BeginChange());
     VHDX_ASSIGN_OR_RETURN(alloc, Allocator());
   }
   auto progress = [&](uint64_t done, uint64_t total) {
     if (options.progress) options.progress(done, total);
+  };
+  FreeCursor free_cursor{free};
+  // A block's space given back: it reads as zeros (in a child, ZERO: the
+  // parent's data stays hidden), its space released once committed.
+  auto release = [&](uint64_t index, uint64_t b, const BatEntry& e) -> Status {
+    if (options.dry_run) return Status::Ok();
+    std::unique_lock lock(BlockLock(b));
+    const uint8_t state = geo_.has_parent ? kPayloadZero : kPayloadNotPresent;
+    VHDX_RETURN_IF_ERROR(Fail(bat_->Set(index, BatEntry{state, 0}.Encode())));
+    if (release_space_) alloc->Release(e.file_offset);
+    ++stat_released_;
+    return Status::Ok();
   };
 
   // Release, and the extents that stay (for the moves).
@@ -89,6 +140,12 @@ Result<CompactResult> ImageImpl::CompactAndClose(const CompactOptions& options) 
       }
       const uint64_t b = geo_.BlockOfIndex(index);
       const uint64_t used = UsedBytes(b);
+      if ((e.state == kPayloadFullyPresent || e.state == kPayloadPartiallyPresent) &&
+          free_cursor.Covers(block_start(b), block_start(b) + used)) {
+        ++result.blocks_fs_free;
+        VHDX_RETURN_IF_ERROR(release(index, b, e));
+        continue;
+      }
       // A block holds BlockSize bytes of file space even where the disk
       // ends inside it: a later growth zeroes its tail in place.
       if (e.state == kPayloadPartiallyPresent) {
@@ -120,13 +177,7 @@ Result<CompactResult> ImageImpl::CompactAndClose(const CompactOptions& options) 
         continue;
       }
       ++result.blocks_zero;
-      if (options.dry_run) continue;
-      std::unique_lock lock(BlockLock(b));
-      // In a child, ZERO: NOT_PRESENT would show the parent's data there.
-      const uint8_t state = geo_.has_parent ? kPayloadZero : kPayloadNotPresent;
-      VHDX_RETURN_IF_ERROR(Fail(bat_->Set(index, BatEntry{state, 0}.Encode())));
-      if (release_space_) alloc->Release(e.file_offset);
-      ++stat_released_;
+      VHDX_RETURN_IF_ERROR(release(index, b, e));
     }
     if (!options.dry_run) VHDX_RETURN_IF_ERROR(MaybeCommit());
     progress(i0 + n, geo_.total_entries);

@@ -1,0 +1,200 @@
+// `vhdx compact` with the guest's file system read: an ext4 disk with files
+// written and a third of them deleted loses the space of the deleted ones.
+// Afterwards e2fsck -fn passes on the virtual disk, every surviving file reads
+// back byte for byte (debugfs dump), vhdx check (and qemu-img check) are
+// clean, the file is no larger than the live data, the structures and a
+// block per block group, and the DataWriteGuid changed. A file system that is
+// not clean is left alone; a differencing child over an ext4 parent changes
+// alone.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "fs_test_util.h"
+#include "support/test_util.h"
+#include "vhdx/create.h"
+#include "vhdx/image.h"
+
+namespace vhdx::test {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr uint64_t kMiB = 1ull << 20;
+
+CommandResult Sh(const std::string& command) { return vhdx::test::Run(command); }
+CommandResult Vhdx(const std::string& args) { return Sh(ShellQuote(CliPath()) + " " + args); }
+
+// SHA-256 of file `name` inside the ext file system of the raw disk `raw`.
+std::string FileSha(const std::string& raw, const std::string& name) {
+  const std::string out = raw + ".dump";
+  fs::remove(out);
+  CommandResult r = Sh(fmt::format("debugfs -R {} {}", ShellQuote("dump /" + name + " " + out), ShellQuote(raw)));
+  if (!fs::exists(out)) return "not dumped: " + r.output;
+  std::string sha = Sha256OfFile(out);
+  fs::remove(out);
+  return sha;
+}
+
+Guid DataWriteGuid(const std::string& path) {
+  auto image = Image::Open(path);
+  EXPECT_TRUE(image.ok()) << image.status().message();
+  if (!image.ok()) return {};
+  const ImageInfo& info = (*image)->info();
+  return info.headers[info.current_header].data_write_guid;
+}
+
+nlohmann::json CompactJson(const std::string& path, const std::string& extra = "") {
+  CommandResult r = Vhdx(fmt::format("compact --output=json {} {}", extra, ShellQuote(path)));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  auto j = nlohmann::json::parse(r.output, nullptr, false);
+  EXPECT_TRUE(j.is_object()) << r.output;
+  return j;
+}
+
+class CompactFsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    VHDX_REQUIRE(MissingFsTools());
+    VHDX_REQUIRE(MissingTools({"e2fsck"}));
+    dir_ = ScratchPath(::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  std::string dir_;
+};
+
+TEST_F(CompactFsTest, DeletedFilesGiveTheirSpaceBackAndTheRestSurvives) {
+  const std::string raw = dir_ + "/disk.raw", image = dir_ + "/disk.vhdx", back = dir_ + "/back.raw";
+  ASSERT_EQ(MakeExt(raw, 192 * kMiB, "ext4", "-b 4096"), "");
+  std::string error;
+  const std::vector<std::string> survivors = FillAndThin(raw, 45, error);
+  ASSERT_EQ(error, "");
+  const DumpedExt dumped = Dumpe2fs(raw);
+  ASSERT_EQ(dumped.error, "");
+  ASSERT_EQ(ConvertToVhdx(raw, image), "");
+  const uint64_t size_before = fs::file_size(image);
+  const Guid guid_before = DataWriteGuid(image);
+
+  // The dry run writes nothing and says what the run does.
+  const std::string sha_before = Sha256OfFile(image);
+  nlohmann::json dry = CompactJson(image, "-n");
+  EXPECT_EQ(Sha256OfFile(image), sha_before);
+  nlohmann::json j = CompactJson(image);
+  EXPECT_EQ(j["file-systems-read"], 1) << j.dump();
+  EXPECT_GT(j["blocks-freed-fs"].get<uint64_t>(), 10u) << j.dump();
+  EXPECT_EQ(dry["blocks-freed-fs"], j["blocks-freed-fs"]);
+  EXPECT_EQ(dry["file-size-after"], j["file-size-after"]);
+  EXPECT_EQ(j["file-size-after"].get<uint64_t>(), fs::file_size(image));
+  EXPECT_LT(fs::file_size(image), size_before);
+  EXPECT_NE(DataWriteGuid(image), guid_before) << "free space now reads zeros: new DataWriteGuid";
+
+  // No larger than the live data, the structures (under 8 MiB) and one
+  // 1 MiB block per block group (a group's metadata shares a block with free space).
+  uint64_t free_blocks = 0;
+  for (const BlockRun& run : dumped.free) free_blocks += run.count;
+  const uint64_t live = (dumped.block_count - free_blocks) * dumped.block_size;
+  const uint64_t groups = (dumped.block_count + 32767) / 32768;
+  EXPECT_LE(fs::file_size(image), 8 * kMiB + live + groups * kMiB) << "live data " << live;
+
+  CommandResult r = Vhdx("check " + ShellQuote(image));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  if (RunPart("qemu-img check", MissingTools({"qemu-img"}))) {
+    r = Sh("qemu-img check -f vhdx " + ShellQuote(image));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+  }
+  r = Vhdx(fmt::format("convert -O raw {} {}", ShellQuote(image), ShellQuote(back)));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = Sh("e2fsck -fn " + ShellQuote(back));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  for (const std::string& name : survivors) EXPECT_EQ(FileSha(back, name), FileSha(raw, name)) << name;
+
+  // Nothing left to do the second time.
+  j = CompactJson(image);
+  EXPECT_EQ(j["blocks-freed-fs"].get<uint64_t>() + j["blocks-moved"].get<uint64_t>(), 0u) << j.dump();
+}
+
+TEST_F(CompactFsTest, NoFsReleasesOnlyZerosAndKeepsTheDataWriteGuid) {
+  const std::string raw = dir_ + "/disk.raw", image = dir_ + "/disk.vhdx";
+  ASSERT_EQ(MakeExt(raw, 96 * kMiB, "ext4"), "");
+  std::string error;
+  ASSERT_FALSE(FillAndThin(raw, 15, error).empty()) << error;
+  ASSERT_EQ(ConvertToVhdx(raw, image), "");
+  const Guid guid = DataWriteGuid(image);
+  nlohmann::json j = CompactJson(image, "--no-fs");
+  EXPECT_EQ(j["blocks-freed-fs"], 0);
+  EXPECT_EQ(j["file-systems-read"], 0);
+  EXPECT_EQ(DataWriteGuid(image), guid);
+  auto image_open = Image::Open(image);
+  ASSERT_TRUE(image_open.ok());
+  std::vector<uint8_t> bytes = ReadWholeFile(raw);
+  EXPECT_EQ(Sha256OfImage(**image_open), Sha256Hex(bytes.data(), bytes.size())) << "the disk reads as before";
+}
+
+// A journal that needs recovery: the file system is left alone with a
+// notice, its free space kept; the disk reads exactly as before.
+TEST_F(CompactFsTest, AFileSystemThatIsNotCleanIsLeftAlone) {
+  const std::string raw = dir_ + "/disk.raw", image = dir_ + "/disk.vhdx";
+  ASSERT_EQ(MakeExt(raw, 96 * kMiB, "ext4"), "");
+  std::string error;
+  ASSERT_FALSE(FillAndThin(raw, 15, error).empty()) << error;
+  ASSERT_EQ(DebugfsWrite(raw, {"feature needs_recovery"}), "");
+  ASSERT_EQ(ConvertToVhdx(raw, image), "");
+  const std::vector<uint8_t> bytes = ReadWholeFile(raw);
+  CommandResult r = Vhdx("compact " + ShellQuote(image));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("Left alone: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("journal needs recovery"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(" 0 in free space of 0 file system(s)"), std::string::npos) << r.output;
+  auto image_open = Image::Open(image);
+  ASSERT_TRUE(image_open.ok());
+  EXPECT_EQ(Sha256OfImage(**image_open), Sha256Hex(bytes.data(), bytes.size()));
+}
+
+// A differencing child over an ext4 parent, holding the changes of deleting
+// files: compacting the child reads the file system through the chain,
+// changes only the child, and the chain's files survive.
+TEST_F(CompactFsTest, AChildOverAnExt4ParentChangesAlone) {
+  const std::string raw = dir_ + "/disk.raw", parent = dir_ + "/parent.vhdx", child = dir_ + "/child.avhdx";
+  ASSERT_EQ(MakeExt(raw, 96 * kMiB, "ext4"), "");
+  // Files written in the parent; the deletions (and new files) in the child.
+  std::string error;
+  std::vector<std::string> survivors = FillAndThin(raw, 12, error);
+  ASSERT_FALSE(survivors.empty()) << error;
+  ASSERT_EQ(ConvertToVhdx(raw, parent), "");
+  const std::vector<uint8_t> before = ReadWholeFile(raw);
+  ASSERT_EQ(DebugfsWrite(raw, {"rm f0", "rm f3"}), "");
+  survivors.erase(std::remove_if(survivors.begin(), survivors.end(),
+                                 [](const std::string& n) { return n == "f0" || n == "f3"; }),
+                  survivors.end());
+  const std::vector<uint8_t> after = ReadWholeFile(raw);
+  ASSERT_TRUE(CreateImage(child, {.block_size = 1u << 20, .parent_path = parent}).ok());
+  {
+    auto c = Image::Open(child, {.read_only = false});
+    ASSERT_TRUE(c.ok()) << c.status().message();
+    for (uint64_t at = 0; at < after.size(); at += 4096) {
+      if (std::memcmp(before.data() + at, after.data() + at, 4096) != 0) {
+        ASSERT_TRUE((*c)->Write(at, after.data() + at, 4096).ok());
+      }
+    }
+    ASSERT_TRUE((*c)->Close().ok());
+  }
+  const std::string parent_sha = Sha256OfFile(parent);
+  CommandResult r = Vhdx("compact " + ShellQuote(child));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(Sha256OfFile(parent), parent_sha) << "the parent is never written";
+  r = Vhdx("check " + ShellQuote(child));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  const std::string back = dir_ + "/back.raw";
+  r = Vhdx(fmt::format("convert -O raw {} {}", ShellQuote(child), ShellQuote(back)));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = Sh("e2fsck -fn " + ShellQuote(back));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  for (const std::string& name : survivors) EXPECT_EQ(FileSha(back, name), FileSha(raw, name)) << name;
+}
+
+}  // namespace
+}  // namespace vhdx::test
