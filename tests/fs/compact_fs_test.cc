@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "fs_test_util.h"
@@ -132,6 +133,56 @@ TEST_F(CompactFsTest, NoFsReleasesOnlyZerosAndKeepsTheDataWriteGuid) {
   ASSERT_TRUE(image_open.ok());
   std::vector<uint8_t> bytes = ReadWholeFile(raw);
   EXPECT_EQ(Sha256OfImage(**image_open), Sha256Hex(bytes.data(), bytes.size())) << "the disk reads as before";
+}
+
+// A GPT disk with two ext4 partitions and one holding random bytes (no file
+// system we read): the ext4 ones give back their deleted files' space and
+// keep their survivors; the third partition and the table read as before.
+TEST_F(CompactFsTest, GptWithTwoExt4AndAnUnknownPartition) {
+  VHDX_REQUIRE(MissingTools({"sfdisk"}));
+  const std::string disk = dir_ + "/gpt.raw", image = dir_ + "/gpt.vhdx", back = dir_ + "/back.raw";
+  ASSERT_EQ(Sh("truncate -s 288M " + ShellQuote(disk)).exit_code, 0);
+  ASSERT_EQ(Partition(disk, "label: gpt\nsize=96MiB\nsize=64MiB\nsize=96MiB\n"), "");
+  const std::map<int, PartitionSpec> parts = ReadBack(disk);
+  ASSERT_EQ(parts.size(), 3u);
+  std::map<int, std::vector<std::string>> survivors;
+  for (int n : {1, 3}) {
+    const std::string path = dir_ + fmt::format("/p{}.ext4", n);
+    ASSERT_EQ(MakeExt(path, parts.at(n).length, "ext4"), "");
+    std::string error;
+    survivors[n] = FillAndThin(path, 12, error);
+    ASSERT_FALSE(survivors[n].empty()) << error;
+    ASSERT_EQ(Place(path, disk, parts.at(n).offset), "");
+  }
+  ASSERT_EQ(Sh(fmt::format("head -c {} /dev/urandom | dd status=none conv=notrunc oflag=seek_bytes of={} seek={}",
+                           parts.at(2).length, ShellQuote(disk), parts.at(2).offset))
+                .exit_code,
+            0);
+  ASSERT_EQ(ConvertToVhdx(disk, image), "");
+  nlohmann::json j = CompactJson(image);
+  EXPECT_EQ(j["file-systems-read"], 2) << j.dump();
+  EXPECT_GT(j["blocks-freed-fs"].get<uint64_t>(), 0u) << j.dump();
+  ASSERT_EQ(j["notices"].size(), 1u) << j.dump();
+  EXPECT_NE(j["notices"][0].get<std::string>().find("partition 2"), std::string::npos) << j.dump();
+
+  CommandResult r = Vhdx(fmt::format("convert -O raw {} {}", ShellQuote(image), ShellQuote(back)));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // The table and the unknown partition, byte for byte.
+  const std::vector<uint8_t> a = ReadWholeFile(disk), b = ReadWholeFile(back);
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_TRUE(std::equal(a.begin(), a.begin() + parts.at(1).offset, b.begin())) << "the partition table changed";
+  const auto p2 = static_cast<std::ptrdiff_t>(parts.at(2).offset), n2 = static_cast<std::ptrdiff_t>(parts.at(2).length);
+  EXPECT_TRUE(std::equal(a.begin() + p2, a.begin() + p2 + n2, b.begin() + p2)) << "the unknown partition changed";
+  for (int n : {1, 3}) {
+    const std::string mine = dir_ + fmt::format("/p{}.ext4", n), got = dir_ + fmt::format("/got{}.ext4", n);
+    ASSERT_EQ(Sh(fmt::format("dd status=none iflag=skip_bytes,count_bytes if={} of={} skip={} count={}",
+                             ShellQuote(back), ShellQuote(got), parts.at(n).offset, parts.at(n).length))
+                  .exit_code,
+              0);
+    r = Sh("e2fsck -fn " + ShellQuote(got));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    for (const std::string& name : survivors[n]) EXPECT_EQ(FileSha(got, name), FileSha(mine, name)) << n << name;
+  }
 }
 
 // A journal that needs recovery: the file system is left alone with a

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 
@@ -144,6 +145,36 @@ std::string NoticesText(const fs::FreeSpaceReport& report) {
   std::string s;
   for (const fs::FsNotice& n : report.notices) s += n.message + "\n";
   return s;
+}
+
+// sfdisk's view of the table it wrote, in bytes, by partition number.
+std::map<int, PartitionSpec> ReadBack(const std::string& disk) {
+  CommandResult r = vhdx::test::Run("sfdisk --json " + ShellQuote(disk) + " 2>/dev/null");
+  std::map<int, PartitionSpec> out;
+  if (r.exit_code != 0) return out;
+  const nlohmann::json j = nlohmann::json::parse(r.output, nullptr, false);
+  if (j.is_discarded()) return out;
+  const uint64_t sector = j["partitiontable"].value("sectorsize", 512);
+  for (const auto& p : j["partitiontable"]["partitions"]) {
+    const std::string node = p["node"];
+    const int number = std::stoi(node.substr(disk.size()));
+    out[number] = {p["start"].get<uint64_t>() * sector, p["size"].get<uint64_t>() * sector};
+  }
+  return out;
+}
+
+std::string Partition(const std::string& disk, const std::string& script) {
+  CommandResult r = vhdx::test::Run("printf %s " + ShellQuote(script) + " | sfdisk -q " +
+                                    ShellQuote(disk));
+  return r.exit_code == 0 ? "" : "sfdisk: " + r.output;
+}
+
+// Copies a file system image into the disk at `offset`, holes kept.
+std::string Place(const std::string& fs_image, const std::string& disk, uint64_t offset) {
+  CommandResult r = vhdx::test::Run("dd status=none bs=1M conv=notrunc,sparse oflag=seek_bytes if=" +
+                                    ShellQuote(fs_image) + " of=" + ShellQuote(disk) +
+                                    " seek=" + std::to_string(offset));
+  return r.exit_code == 0 ? "" : "dd: " + r.output;
 }
 
 }  // namespace vhdx::test

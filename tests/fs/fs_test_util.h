@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -57,5 +58,22 @@ bool Overlaps(const std::vector<fs::FreeRange>& free, uint64_t offset, uint64_t 
 
 // The notices, one per line, for failure messages.
 std::string NoticesText(const fs::FreeSpaceReport& report);
+
+// A partition as sfdisk wrote it, in bytes of the disk.
+struct PartitionSpec {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
+// sfdisk's view of the table it wrote, by partition number (empty when it
+// cannot be read).
+std::map<int, PartitionSpec> ReadBack(const std::string& disk);
+
+// Runs sfdisk with `script` on `disk`; "" or its complaint.
+std::string Partition(const std::string& disk, const std::string& script);
+
+// Copies a file system image into the disk at `offset`, holes kept; "" or
+// dd's complaint.
+std::string Place(const std::string& fs_image, const std::string& disk, uint64_t offset);
 
 }  // namespace vhdx::test
