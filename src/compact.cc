@@ -63,56 +63,55 @@ Result<CompactResult> ImageImpl::CompactAndClose(const CompactOptions& options) 
   if (writable_) VHDX_RETURN_IF_ERROR(Flush());
   VHDX_RETURN_IF_ERROR(RequireUndamaged(*physical_, "compact", options.dry_run ? "checked" : "compacted"));
 
-  // The guest's free space (only runs that can cover a whole block).
+  // The guest's free space. Runs under 64 KiB are left out: they bound the
+  // report's size, and seldom decide whether a block holds only zeros.
   std::vector<fs::FreeRange> free;
   if (options.file_system) {
-    VHDX_ASSIGN_OR_RETURN(fs::FreeSpaceReport report, fs::FindFreeSpace(*this, {.min_length = geo_.block_size}));
+    VHDX_ASSIGN_OR_RETURN(fs::FreeSpaceReport report, fs::FindFreeSpace(*this, {.min_length = 64 * KiB}));
     free = std::move(report.free);
     result.file_systems_read = report.file_systems_read;
     for (fs::FsNotice& notice : report.notices) result.notices.push_back(std::move(notice.message));
   }
-  // Whether payload block b lies wholly in free space; asked for blocks in
-  // increasing order (one cursor walks the sorted ranges).
+  // The parts of [start, end) that lie outside the free space, for blocks
+  // asked in increasing order (one cursor walks the sorted ranges).
   struct FreeCursor {
     const std::vector<fs::FreeRange>& free;
     size_t at = 0;
-    bool Covers(uint64_t start, uint64_t end) {
+    std::vector<std::pair<uint64_t, uint64_t>> Used(uint64_t start, uint64_t end) {
       while (at < free.size() && free[at].offset + free[at].length <= start) ++at;
-      return at < free.size() && free[at].offset <= start && end <= free[at].offset + free[at].length;
+      std::vector<std::pair<uint64_t, uint64_t>> used;
+      uint64_t from = start;
+      for (size_t i = at; i < free.size() && free[i].offset < end && from < end; ++i) {
+        if (free[i].offset > from) used.emplace_back(from, free[i].offset);
+        from = std::max(from, free[i].offset + free[i].length);
+      }
+      if (from < end) used.emplace_back(from, end);
+      return used;
     }
   };
-  auto block_start = [&](uint64_t b) { return b * geo_.block_size; };
+  FreeCursor free_cursor{free};
 
+  // The first change starts the session (headers, log); a compaction with
+  // nothing to do writes nothing. Released zeros and moved blocks change
+  // nothing anyone reads, so the DataWriteGuid stays; once free space is
+  // known, a released block's free parts read zeros instead of their old
+  // bytes, so it changes (as for a discard).
+  if (!options.dry_run && free.empty()) SetNextDataWriteGuid(headers_.Current().data_write_guid);
   BlockAllocator* alloc = nullptr;
-  if (!options.dry_run) {
-    // Releasing zeros and moving blocks change nothing anyone reads; a
-    // block of free space released reads zeros instead of its old bytes.
-    bool frees_data = false;
-    FreeCursor cursor{free};
-    constexpr uint64_t kScan = 65536;
-    std::vector<uint64_t> scan;
-    for (uint64_t b0 = 0; b0 < geo_.payload_blocks && !free.empty() && !frees_data; b0 += kScan) {
-      const uint64_t b1 = std::min(geo_.payload_blocks, b0 + kScan);
-      const uint64_t i0 = geo_.PayloadIndex(b0);
-      VHDX_RETURN_IF_ERROR(bat_->ReadRange(i0, geo_.PayloadIndex(b1 - 1) - i0 + 1, &scan));
-      for (uint64_t b = b0; b < b1 && !frees_data; ++b) {
-        const uint8_t state = BatEntry::Decode(scan[geo_.PayloadIndex(b) - i0]).state;
-        frees_data = (state == kPayloadFullyPresent || state == kPayloadPartiallyPresent) &&
-                     cursor.Covers(block_start(b), block_start(b) + UsedBytes(b));
-      }
-    }
-    if (!frees_data) SetNextDataWriteGuid(headers_.Current().data_write_guid);
+  auto begin_change = [&]() -> Status {
+    if (alloc) return Status::Ok();
     VHDX_RETURN_IF_ERROR(BeginChange());
     VHDX_ASSIGN_OR_RETURN(alloc, Allocator());
-  }
+    return Status::Ok();
+  };
   auto progress = [&](uint64_t done, uint64_t total) {
     if (options.progress) options.progress(done, total);
   };
-  FreeCursor free_cursor{free};
   // A block's space given back: it reads as zeros (in a child, ZERO: the
   // parent's data stays hidden), its space released once committed.
   auto release = [&](uint64_t index, uint64_t b, const BatEntry& e) -> Status {
     if (options.dry_run) return Status::Ok();
+    VHDX_RETURN_IF_ERROR(begin_change());
     std::unique_lock lock(BlockLock(b));
     const uint8_t state = geo_.has_parent ? kPayloadZero : kPayloadNotPresent;
     VHDX_RETURN_IF_ERROR(Fail(bat_->Set(index, BatEntry{state, 0}.Encode())));
@@ -120,6 +119,7 @@ Result<CompactResult> ImageImpl::CompactAndClose(const CompactOptions& options) 
     ++stat_released_;
     return Status::Ok();
   };
+  auto block_start = [&](uint64_t b) { return b * geo_.block_size; };
 
   // Release, and the extents that stay (for the moves).
   std::vector<CompactExtent> extents;
@@ -140,8 +140,11 @@ Result<CompactResult> ImageImpl::CompactAndClose(const CompactOptions& options) 
       }
       const uint64_t b = geo_.BlockOfIndex(index);
       const uint64_t used = UsedBytes(b);
-      if ((e.state == kPayloadFullyPresent || e.state == kPayloadPartiallyPresent) &&
-          free_cursor.Covers(block_start(b), block_start(b) + used)) {
+      // Only the parts outside the file systems' free space matter.
+      const auto in_use = (e.state == kPayloadFullyPresent || e.state == kPayloadPartiallyPresent)
+                              ? free_cursor.Used(block_start(b), block_start(b) + used)
+                              : std::vector<std::pair<uint64_t, uint64_t>>{};
+      if ((e.state == kPayloadFullyPresent || e.state == kPayloadPartiallyPresent) && in_use.empty()) {
         ++result.blocks_fs_free;
         VHDX_RETURN_IF_ERROR(release(index, b, e));
         continue;
@@ -158,6 +161,7 @@ Result<CompactResult> ImageImpl::CompactAndClose(const CompactOptions& options) 
         if (e.file_offset == 0) continue;
         ++result.stale_offsets;
         if (options.dry_run) continue;
+        VHDX_RETURN_IF_ERROR(begin_change());
         std::unique_lock lock(BlockLock(b));
         VHDX_RETURN_IF_ERROR(Fail(bat_->Set(index, BatEntry{e.state, 0}.Encode())));
         if (release_space_ && e.file_offset < open_file_size_ &&
@@ -167,22 +171,28 @@ Result<CompactResult> ImageImpl::CompactAndClose(const CompactOptions& options) 
       }
       ++result.blocks_scanned;
       bool zero = true;
-      for (uint64_t at = 0; at < used && zero; at += buf.size()) {
-        const size_t len = static_cast<size_t>(std::min<uint64_t>(buf.size(), used - at));
-        VHDX_RETURN_IF_ERROR(ReadExact(*view_, e.file_offset + at, buf.data(), len, "payload block"));
-        zero = AllZero(buf.data(), len);
+      for (const auto& [from, to] : in_use) {
+        for (uint64_t at = from; at < to && zero; at += buf.size()) {
+          const size_t len = static_cast<size_t>(std::min<uint64_t>(buf.size(), to - at));
+          VHDX_RETURN_IF_ERROR(ReadExact(*view_, e.file_offset + (at - block_start(b)), buf.data(), len,
+                                         "payload block"));
+          zero = AllZero(buf.data(), len);
+        }
       }
       if (!zero) {
         extents.push_back({e.file_offset, geo_.block_size, index});
         continue;
       }
-      ++result.blocks_zero;
+      // All zeros where the file systems use it: partly free space counts
+      // as free space (its old bytes read zeros from now on).
+      ++(in_use.size() == 1 && in_use[0].second - in_use[0].first == used ? result.blocks_zero
+                                                                          : result.blocks_fs_free);
       VHDX_RETURN_IF_ERROR(release(index, b, e));
     }
-    if (!options.dry_run) VHDX_RETURN_IF_ERROR(MaybeCommit());
+    if (alloc) VHDX_RETURN_IF_ERROR(MaybeCommit());
     progress(i0 + n, geo_.total_entries);
   }
-  if (!options.dry_run) VHDX_RETURN_IF_ERROR(Commit());  // the released space punched
+  if (alloc) VHDX_RETURN_IF_ERROR(Commit());  // the released space punched
 
   uint64_t floor = 0;
   for (const Reserved& r : reserved_) floor = std::max(floor, r.end);
@@ -197,6 +207,7 @@ Result<CompactResult> ImageImpl::CompactAndClose(const CompactOptions& options) 
   }
 
   uint64_t moved = 0;
+  if (!plan.rounds.empty()) VHDX_RETURN_IF_ERROR(begin_change());
   for (const auto& round : plan.rounds) {
     for (const CompactMove& m : round) {
       for (uint64_t at = 0; at < m.length; at += buf.size()) {
@@ -223,7 +234,7 @@ Result<CompactResult> ImageImpl::CompactAndClose(const CompactOptions& options) 
   // before).
   VHDX_RETURN_IF_ERROR(Close());
   VHDX_ASSIGN_OR_RETURN(const uint64_t size, physical_->Size());
-  if (end < size) {
+  if (end < size && headers_.Current().log_guid.IsZero()) {
     VHDX_RETURN_IF_ERROR(physical_->Truncate(end));
     VHDX_RETURN_IF_ERROR(physical_->Flush());
   }
