@@ -14,6 +14,7 @@
 #include <random>
 
 #include "compact_plan.h"
+#include "compact_test_util.h"
 #include "core_test_util.h"
 #include "format/bat.h"
 #include "resize_test_util.h"
@@ -107,56 +108,6 @@ Guid DataWriteGuidOf(const File& file) {
   return info.headers[info.current_header].data_write_guid;
 }
 
-std::string ContentSha(const File& file, std::shared_ptr<const Image> parent = nullptr) {
-  auto image = Image::Open(std::make_unique<ReadOnlyView>(file), {.parent = parent});
-  if (!image.ok()) return "open: " + image.status().message();
-  return Sha256OfImage(**image);
-}
-
-// A dynamic image whose written blocks are interleaved: data, zeros written
-// as data (FULLY_PRESENT and all zero), discarded, data ... and a last
-// block with data, so that blocks at the end must move into the holes.
-std::unique_ptr<SparseMemoryFile> MakeFragmented(uint32_t block_size, uint32_t sector, uint64_t blocks,
-                                                 uint64_t* data_blocks) {
-  auto file = std::make_unique<SparseMemoryFile>("compact.vhdx", true);
-  EXPECT_TRUE(CreateImage(*file, {.virtual_size = blocks * block_size - sector, .block_size = block_size,
-                                  .logical_sector_size = sector})
-                  .ok());
-  auto image = Image::Open(std::make_unique<Borrowed>(*file), {.read_only = false});
-  EXPECT_TRUE(image.ok()) << image.status().message();
-  std::vector<uint8_t> zeros(block_size, 0);
-  *data_blocks = 0;
-  const uint64_t size = (*image)->virtual_size();
-  for (uint64_t b = 0; b < blocks; ++b) {
-    const uint64_t at = b * block_size, n = std::min<uint64_t>(block_size, size - at);
-    switch (b % 4) {
-      case 0:
-      case 3: {
-        auto bytes = PatternBytes(n, b + 1);
-        EXPECT_TRUE((*image)->Write(at, bytes.data(), n).ok());
-        ++*data_blocks;
-        break;
-      }
-      case 1: {
-        // Data, then zeros over it in place: FULLY_PRESENT and all zero (a
-        // zero write into an unallocated block allocates nothing).
-        auto bytes = PatternBytes(n, b + 1);
-        EXPECT_TRUE((*image)->Write(at, bytes.data(), n).ok());
-        EXPECT_TRUE((*image)->Write(at, zeros.data(), n).ok());
-        break;
-      }
-      case 2: {
-        auto bytes = PatternBytes(n, b + 1);
-        EXPECT_TRUE((*image)->Write(at, bytes.data(), n).ok());
-        EXPECT_TRUE((*image)->Discard(at, n).ok());  // UNMAPPED, space punched
-        break;
-      }
-    }
-  }
-  EXPECT_TRUE((*image)->Close().ok());
-  return file;
-}
-
 struct Compacted {
   Status status;
   CompactResult result;
@@ -212,13 +163,7 @@ TEST_P(CompactShapeTest, ReleasesZerosMovesBlocksDownAndReadsAsBefore) {
   EXPECT_EQ(ContentSha(*file), sha);
   EXPECT_EQ(DataWriteGuidOf(*file), guid) << "nothing anyone reads changed";
   // Packed: the structures, then one block per data block.
-  auto image = Image::Open(std::make_unique<ReadOnlyView>(*file));
-  ASSERT_TRUE(image.ok());
-  uint64_t floor = 0;
-  for (const auto& region : (*image)->info().regions) floor = std::max(floor, region.file_offset + region.length);
-  floor = (floor + MiB - 1) / MiB * MiB;
-  EXPECT_EQ(*file->Size(), floor + data_blocks * block_size);
-  image->reset();
+  EXPECT_EQ(*file->Size(), PackedSize(*file, data_blocks));
 
   // A second compaction has nothing to do; the image still takes writes.
   Compacted again = CompactIn(*file, false);

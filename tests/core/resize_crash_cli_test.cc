@@ -24,6 +24,7 @@
 #include <optional>
 #include <random>
 
+#include "cli_crash_util.h"
 #include "core_test_util.h"
 #include "resize_test_util.h"
 #include "support/crash_file.h"
@@ -34,12 +35,6 @@ namespace vhdx::test {
 namespace {
 
 namespace fs = std::filesystem;
-
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
 
 // A resize as given to the CLI, and the shape it applies to.
 struct CliResize {
@@ -103,9 +98,7 @@ std::string VerifyOnDisk(const CliResize& c, const std::string& path,
 // the same content, no check errors.
 std::string RerunAndVerify(const CliResize& c, const std::string& path,
                            const std::vector<uint8_t>& model) {
-  std::vector<std::string> argv = {CliPath()};
-  for (std::string& a : c.Argv(path)) argv.push_back(std::move(a));
-  const ProcessEnd end = RunProcess(argv, std::nullopt, std::chrono::seconds(60));
+  const ProcessEnd end = RunProcess(CliArgv(c.Argv(path)), std::nullopt, std::chrono::seconds(60));
   if (end.timed_out) return "the resize run again did not finish within 60 s";
   if (end.exit_code != 0) return fmt::format("the resize run again exited {}", end.exit_code);
   if (std::string e = VerifyOnDisk(c, path, model, c.spec.new_size); !e.empty())
@@ -115,31 +108,9 @@ std::string RerunAndVerify(const CliResize& c, const std::string& path,
 
 // ---- Power failure after every syscall (strace) -----------------------------------------
 
-struct CrashStats {
-  size_t syscalls = 0, flushes = 0, points = 0, states = 0;
+struct CrashStats : CliCrashStats {
   size_t old_size = 0, new_size = 0;  // crash states opening at each size
-  size_t kept = 0, torn = 0, lost = 0;
 };
-
-// A run this short is checked at every point; a cap only matters if the
-// CLI ever issues thousands of syscalls (then an even sample plus the
-// points on either side of every flush, where durability changes).
-constexpr size_t kMaxPoints = 600;
-
-std::vector<size_t> CrashPoints(const RecordedRun& r) {
-  const size_t total = r.ops.size();
-  std::vector<size_t> points;
-  if (total + 1 <= kMaxPoints) {
-    for (size_t p = 0; p <= total; ++p) points.push_back(p);
-    return points;
-  }
-  for (size_t k = 0; k < kMaxPoints; ++k) points.push_back(k * total / (kMaxPoints - 1));
-  for (size_t p = 0; p < total; ++p)
-    if (r.ops[p].op.kind == FileOp::Kind::kFlush) points.insert(points.end(), {p, p + 1});
-  std::sort(points.begin(), points.end());
-  points.erase(std::unique(points.begin(), points.end()), points.end());
-  return points;
-}
 
 // What one crash state must be (see the file comment). `disk_path` receives
 // the state for the CLI's re-run; `size` gets the size it opened with.
@@ -186,39 +157,14 @@ void CheckEveryCrashPointOfTheCli(const CliResize& c, const std::string& dir, Cr
   ASSERT_FALSE(::testing::Test::HasFailure());
   // The run recorded was a complete resize.
   ASSERT_EQ(VerifyOnDisk(c, path, model, c.spec.new_size), "");
-  stats->syscalls = r.ops.size();
-  for (const TracedOp& t : r.ops) stats->flushes += t.op.kind == FileOp::Kind::kFlush;
-  ASSERT_GT(stats->flushes, 0u) << "a resize that never flushes cannot be crash safe";
-
   const std::string crashed_path = dir + "/crashed.vhdx";
-  CrashStateBuilder builder(*r.files[0]);
-  static constexpr TearPolicy kPolicies[] = {{0.5, 0.3}, {1.0, 0.0}, {0.2, 0.8}};
-  for (const size_t point : CrashPoints(r)) {
-    ++stats->points;
-    for (size_t attempt = 0; attempt < std::size(kPolicies); ++attempt) {
-      std::mt19937_64 rng(point * 7 + attempt);
-      const TearPolicy& policy = kPolicies[attempt];
-      CrashState state = builder.Build(point, rng, policy);
-      ++stats->states;
-      stats->kept += state.kept;
-      stats->torn += state.torn;
-      stats->lost += state.pending_ops - state.kept;
-      uint64_t size = 0;
-      const std::string problem = VerifyCrashState(c, *state.file, crashed_path, model, &size);
-      if (!problem.empty()) {
-        std::string s = fmt::format(
-            "{}: power failure after {} of {} syscalls (keep {}, tear {}; {} durable, {} pending: "
-            "{} kept, {} torn): {}",
-            c.name, point, r.ops.size(), policy.keep, policy.tear, state.durable_ops,
-            state.pending_ops, state.kept, state.torn, problem);
-        for (size_t i = point > 8 ? point - 8 : 0; i < point; ++i)
-          s += fmt::format("\n    syscall {}: {} {:#x}+{:#x}", i, FileOpKindName(r.ops[i].op.kind),
-                           r.ops[i].op.offset, r.ops[i].op.length);
-        FAIL() << s;
-      }
-      (size == c.spec.new_size ? stats->new_size : stats->old_size)++;
-    }
-  }
+  CheckEveryCrashState(r, c.name, stats, [&](File& crashed) {
+    uint64_t size = 0;
+    std::string problem = VerifyCrashState(c, crashed, crashed_path, model, &size);
+    if (problem.empty()) (size == c.spec.new_size ? stats->new_size : stats->old_size)++;
+    return problem;
+  });
+  ASSERT_FALSE(::testing::Test::HasFailure());
   // Both outcomes were reached: the points cover the switch from old to new.
   EXPECT_GT(stats->old_size, 0u) << "no crash state had the old size";
   EXPECT_GT(stats->new_size, 0u) << "no crash state had the new size";
@@ -266,7 +212,7 @@ TEST(ResizeCliCrashTest, KilledResizeProcessLeavesTheOldSizeOrTheNew) {
   const CliResize* cases[2] = {&kGrowth, &kShrink};
   std::string pristine[2];
   std::vector<uint8_t> models[2];
-  std::chrono::microseconds first[2], span[2];  // kills land in [first, first + span)
+  KillWindow window[2];
   const std::string path = dir + "/image.vhdx";
   for (int i = 0; i < 2; ++i) {
     pristine[i] = fmt::format("{}/pristine{}.vhdx", dir, i);
@@ -274,12 +220,9 @@ TEST(ResizeCliCrashTest, KilledResizeProcessLeavesTheOldSizeOrTheNew) {
     ASSERT_FALSE(HasFailure());
     // How long a whole run takes here, and its part that writes nothing:
     // starting the process and opening the image, measured by a resize to
-    // the size the image has (nothing to do, no byte written). The kills
-    // start a little before that part ends, so that most land while the
-    // file changes. Each timed thrice, the fastest kept: on a shared
-    // machine a run is only ever slowed down.
-    std::vector<std::string> argv = {CliPath()};
-    for (std::string& a : cases[i]->Argv(path)) argv.push_back(std::move(a));
+    // the size the image has (nothing to do, no byte written). Each timed
+    // thrice (KillWindow).
+    std::vector<std::string> argv = CliArgv(cases[i]->Argv(path));
     double whole = 1e9, noop = 1e9;
     for (int k = 0; k < 3; ++k) {
       fs::copy_file(pristine[i], path, fs::copy_options::overwrite_existing);
@@ -295,9 +238,7 @@ TEST(ResizeCliCrashTest, KilledResizeProcessLeavesTheOldSizeOrTheNew) {
       noop = std::min(noop, same.seconds);
       whole = std::min(whole, run.seconds);
     }
-    first[i] = std::chrono::microseconds(static_cast<int64_t>(noop * 0.8e6));
-    span[i] = std::chrono::microseconds(
-        std::max<int64_t>(1000, static_cast<int64_t>(whole * 1e6) - first[i].count()));
+    window[i] = KillWindow(noop, whole);
   }
   std::mt19937_64 rng(23);
   const int trials = kSanitized ? 10 : 20;
@@ -305,10 +246,8 @@ TEST(ResizeCliCrashTest, KilledResizeProcessLeavesTheOldSizeOrTheNew) {
   for (int t = 0; t < trials; ++t) {
     const CliResize& c = *cases[t % 2];
     fs::copy_file(pristine[t % 2], path, fs::copy_options::overwrite_existing);
-    const auto delay = first[t % 2] + std::chrono::microseconds(rng() % span[t % 2].count());
-    std::vector<std::string> argv = {CliPath()};
-    for (std::string& a : c.Argv(path)) argv.push_back(std::move(a));
-    const ProcessEnd end = RunProcess(argv, delay, std::chrono::seconds(60));
+    const auto delay = window[t % 2].Pick(rng);
+    const ProcessEnd end = RunProcess(CliArgv(c.Argv(path)), delay, std::chrono::seconds(60));
     ASSERT_FALSE(end.timed_out) << "trial " << t;
     ASSERT_TRUE(end.killed || end.exit_code == 0) << "trial " << t << ": exit code " << end.exit_code;
     uint64_t size = 0;
@@ -328,9 +267,8 @@ TEST(ResizeCliCrashTest, KilledResizeProcessLeavesTheOldSizeOrTheNew) {
       "resize CLI killed: {} of {} runs killed ({} after changing the file; {} left at the old "
       "size, {} at the new; kills {:.1f}-{:.1f} ms into a growth, {:.1f}-{:.1f} ms into a "
       "shrink), each resized again, {:.1f} s\n",
-      killed, trials, midway, at_old, at_new, first[0].count() / 1e3,
-      (first[0] + span[0]).count() / 1e3, first[1].count() / 1e3,
-      (first[1] + span[1]).count() / 1e3, took.count());
+      killed, trials, midway, at_old, at_new, window[0].first_ms(), window[0].end_ms(),
+      window[1].first_ms(), window[1].end_ms(), took.count());
   EXPECT_GT(killed, 0);
 }
 
