@@ -109,11 +109,12 @@ Result<CompactResult> ImageImpl::CompactAndClose(const CompactOptions& options) 
   };
   // A block's space given back: it reads as zeros (in a child, ZERO: the
   // parent's data stays hidden), its space released once committed.
-  auto release = [&](uint64_t index, uint64_t b, const BatEntry& e) -> Status {
+  auto release = [&](uint64_t index, uint64_t b, const BatEntry& e,
+                     uint8_t state = kPayloadNotPresent) -> Status {
     if (options.dry_run) return Status::Ok();
     VHDX_RETURN_IF_ERROR(begin_change());
     std::unique_lock lock(BlockLock(b));
-    const uint8_t state = geo_.has_parent ? kPayloadZero : kPayloadNotPresent;
+    if (geo_.has_parent && state == kPayloadNotPresent && e.state == kPayloadFullyPresent) state = kPayloadZero;
     VHDX_RETURN_IF_ERROR(Fail(bat_->Set(index, BatEntry{state, 0}.Encode())));
     if (release_space_) alloc->Release(e.file_offset);
     ++stat_released_;
@@ -152,6 +153,24 @@ Result<CompactResult> ImageImpl::CompactAndClose(const CompactOptions& options) 
       // A block holds BlockSize bytes of file space even where the disk
       // ends inside it: a later growth zeroes its tail in place.
       if (e.state == kPayloadPartiallyPresent) {
+        // Every sector this child holds lies in free space: the block can
+        // read its parent everywhere (NOT_PRESENT), as it already does where
+        // the file system has data. (A later write into it clears the
+        // block's stale bits before setting its own.)
+        bool own_in_use = false;
+        VHDX_ASSIGN_OR_RETURN(const uint64_t sb, BitmapOf(b));
+        const uint64_t ss = geo_.logical_sector_size;
+        for (const auto& [from, to] : in_use) {
+          const uint64_t first = (from - block_start(b)) / ss, last = (to - block_start(b) + ss - 1) / ss;
+          VHDX_RETURN_IF_ERROR(bitmaps_->ForEachRun(sb, FirstBit(b) + first, last - first,
+                                                    [&](bool present, uint64_t) { own_in_use |= present; }));
+          if (own_in_use) break;
+        }
+        if (!own_in_use && !free.empty()) {
+          ++result.blocks_fs_free;
+          VHDX_RETURN_IF_ERROR(release(index, b, e, kPayloadNotPresent));
+          continue;
+        }
         extents.push_back({e.file_offset, geo_.block_size, index});
         continue;
       }

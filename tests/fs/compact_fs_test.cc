@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <random>
 #include <nlohmann/json.hpp>
 
@@ -222,7 +223,15 @@ TEST_F(CompactFsTest, AChildOverAnExt4ParentChangesAlone) {
   ASSERT_FALSE(survivors.empty()) << error;
   ASSERT_EQ(ConvertToVhdx(raw, parent), "");
   const std::vector<uint8_t> before = ReadWholeFile(raw);
-  ASSERT_EQ(DebugfsWrite(raw, {"rm f0", "rm f3"}), "");
+  // The child also holds the data of a file written and deleted since: its
+  // sectors lie in free space now, amid blocks whose other sectors (read
+  // from the parent) the file system uses.
+  const std::string g = dir_ + "/g";
+  std::vector<uint8_t> g_bytes(3 * kMiB + 12345);
+  for (size_t i = 0; i < g_bytes.size(); ++i) g_bytes[i] = static_cast<uint8_t>(i * 2654435761u >> 13);
+  WriteWholeFile(g, g_bytes);
+  ASSERT_EQ(DebugfsWrite(raw, {"rm f0", "rm f3", "write " + g + " g"}), "");
+  ASSERT_EQ(DebugfsWrite(raw, {"rm g"}), "");
   survivors.erase(std::remove_if(survivors.begin(), survivors.end(),
                                  [](const std::string& n) { return n == "f0" || n == "f3"; }),
                   survivors.end());
@@ -239,8 +248,11 @@ TEST_F(CompactFsTest, AChildOverAnExt4ParentChangesAlone) {
     ASSERT_TRUE((*c)->Close().ok());
   }
   const std::string parent_sha = Sha256OfFile(parent);
-  CommandResult r = Vhdx("compact " + ShellQuote(child));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const uint64_t child_size = fs::file_size(child);
+  nlohmann::json j = CompactJson(child);
+  EXPECT_GT(j["blocks-freed-fs"].get<uint64_t>(), 0u) << j.dump();
+  EXPECT_LT(fs::file_size(child), child_size);
+  CommandResult r;
   EXPECT_EQ(Sha256OfFile(parent), parent_sha) << "the parent is never written";
   r = Vhdx("check " + ShellQuote(child));
   EXPECT_EQ(r.exit_code, 0) << r.output;
@@ -250,6 +262,50 @@ TEST_F(CompactFsTest, AChildOverAnExt4ParentChangesAlone) {
   r = Sh("e2fsck -fn " + ShellQuote(back));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   for (const std::string& name : survivors) EXPECT_EQ(FileSha(back, name), FileSha(raw, name)) << name;
+}
+
+// A child whose only own sectors in a block lie in the file system's free
+// space, in a block the file system also uses (read from the parent): the
+// block goes back to reading its parent everywhere, which is then the
+// chain's whole content.
+TEST_F(CompactFsTest, AChildsSectorsInFreeSpaceAreDroppedWhereTheParentHasData) {
+  const std::string raw = dir_ + "/disk.raw", parent = dir_ + "/parent.vhdx", child = dir_ + "/child.avhdx";
+  ASSERT_EQ(MakeExt(raw, 96 * kMiB, "ext4", "-b 4096"), "");
+  std::string error;
+  ASSERT_FALSE(FillAndThin(raw, 15, error).empty()) << error;
+  const DumpedExt dumped = Dumpe2fs(raw);
+  ASSERT_EQ(dumped.error, "");
+  ASSERT_EQ(ConvertToVhdx(raw, parent), "");
+  // A free run of at least 64 KiB starting inside a 1 MiB block whose start
+  // the file system uses.
+  std::optional<vhdx::fs::FreeRange> target;
+  for (const vhdx::fs::FreeRange& r : ToDiskRanges(dumped, 0)) {
+    const uint64_t block_end = (r.offset / kMiB + 1) * kMiB;
+    if (r.offset % kMiB != 0 && std::min(r.offset + r.length, block_end) - r.offset >= 64 * 1024) {
+      target = vhdx::fs::FreeRange{r.offset, std::min(r.offset + r.length, block_end) - r.offset};
+      break;
+    }
+  }
+  ASSERT_TRUE(target.has_value()) << "no free run starts inside a used block";
+  ASSERT_TRUE(CreateImage(child, {.block_size = 1u << 20, .parent_path = parent}).ok());
+  {
+    auto c = Image::Open(child, {.read_only = false});
+    ASSERT_TRUE(c.ok()) << c.status().message();
+    std::vector<uint8_t> junk(target->length);
+    for (size_t i = 0; i < junk.size(); ++i) junk[i] = static_cast<uint8_t>(i * 2654435761u >> 11);
+    ASSERT_TRUE((*c)->Write(target->offset, junk.data(), junk.size()).ok());
+    ASSERT_TRUE((*c)->Close().ok());
+  }
+  const uint64_t child_size = fs::file_size(child);
+  nlohmann::json j = CompactJson(child);
+  EXPECT_EQ(j["blocks-freed-fs"], 1) << j.dump();
+  EXPECT_LT(fs::file_size(child), child_size);
+  CommandResult r = Vhdx("check " + ShellQuote(child));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  auto chain = Image::Open(child);
+  ASSERT_TRUE(chain.ok()) << chain.status().message();
+  const std::vector<uint8_t> bytes = ReadWholeFile(raw);
+  EXPECT_EQ(Sha256OfImage(**chain), Sha256Hex(bytes.data(), bytes.size())) << "the block reads its parent again";
 }
 
 // A power failure after any file operation of a file-system-aware
