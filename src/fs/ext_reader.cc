@@ -190,8 +190,23 @@ std::string RefusalOf(ext2_filsys fs, uint64_t region_length) {
   if (blocks <= sb->s_first_data_block)
     return fmt::format("its superblock claims {} blocks, first data block {}", blocks,
                        sb->s_first_data_block);
+  // Where mke2fs puts the first data block: block 1 after the boot block
+  // when blocks are 1 KiB (and not clustered), else 0. libext2fs sizes its
+  // bitmaps from it but reads whole groups from it: another value makes
+  // it write past a bitmap (found by ASan on a damaged superblock).
+  const uint32_t first_data_block = block_size == 1024 && EXT2FS_CLUSTER_RATIO(fs) == 1 ? 1 : 0;
+  if (sb->s_first_data_block != first_data_block)
+    return fmt::format("its first data block is {}, not {} as for {}-byte blocks", sb->s_first_data_block,
+                       first_data_block, block_size);
   const uint64_t per_group = sb->s_blocks_per_group;
   if (per_group == 0) return "its superblock claims 0 blocks per group";
+  // A group's block bitmap is one block: at most 8 bits per byte of it.
+  const uint64_t clusters_per_group = EXT2_CLUSTERS_PER_GROUP(sb);
+  if (clusters_per_group == 0 || clusters_per_group % 8 != 0 || clusters_per_group > 8 * block_size ||
+      clusters_per_group * EXT2FS_CLUSTER_RATIO(fs) != per_group)
+    return fmt::format("its superblock claims {} blocks and {} clusters per group, which no bitmap of {} bytes "
+                       "holds",
+                       per_group, clusters_per_group, block_size);
   const uint64_t groups = (blocks - sb->s_first_data_block + per_group - 1) / per_group;
   const uint64_t descriptor_bytes = groups * EXT2_DESC_SIZE(sb);
   if (descriptor_bytes > kMaxDescriptorBytes)
