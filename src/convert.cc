@@ -283,6 +283,7 @@ class BorrowedFile final : public File {
   Status PunchHole(uint64_t offset, uint64_t length) override { return base_.PunchHole(offset, length); }
   Status Allocate(uint64_t offset, uint64_t length) override { return base_.Allocate(offset, length); }
   Result<uint64_t> AllocatedSize() const override { return base_.AllocatedSize(); }
+  Result<uint64_t> NextData(uint64_t offset) const override { return base_.NextData(offset); }
   bool writable() const override { return base_.writable(); }
   void WillNeed(uint64_t offset, uint64_t length) const override { base_.WillNeed(offset, length); }
   const std::string& name() const override { return base_.name(); }

@@ -223,6 +223,15 @@ void ReplayOverlayFile::Assign(uint64_t start, uint64_t end, const ReplayOp* op)
   segments_[start] = Segment{end, op};
 }
 
+Result<uint64_t> ReplayOverlayFile::NextData(uint64_t offset) const {
+  VHDX_ASSIGN_OR_RETURN(uint64_t next, base_.NextData(offset));
+  auto it = segments_.upper_bound(offset);
+  if (it != segments_.begin() && std::prev(it)->second.end > offset) --it;
+  for (; it != segments_.end() && it->first < next; ++it)
+    if (it->second.op) return std::max(offset, it->first);
+  return next;
+}
+
 Result<size_t> ReplayOverlayFile::ReadAt(uint64_t offset, void* buf, size_t n) const {
   if (offset >= logical_size_) return size_t{0};
   n = static_cast<size_t>(std::min<uint64_t>(n, logical_size_ - offset));

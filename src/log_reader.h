@@ -87,6 +87,8 @@ class ReplayOverlayFile final : public File {
   Status Flush() override { return Status::Ok(); }
   Result<uint64_t> Size() const override { return logical_size_; }
   Result<uint64_t> AllocatedSize() const override { return base_.AllocatedSize(); }
+  // The base's holes, less the ranges the log rewrote with data.
+  Result<uint64_t> NextData(uint64_t offset) const override;
   Status Truncate(uint64_t) override { return ReadOnly(); }
   Status PunchHole(uint64_t, uint64_t) override { return ReadOnly(); }
   Status Allocate(uint64_t, uint64_t) override { return ReadOnly(); }

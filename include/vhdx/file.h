@@ -35,6 +35,12 @@ class File {
   virtual Status Allocate(uint64_t offset, uint64_t length) = 0;
   // Bytes the file occupies on the host (st_blocks * 512 for POSIX files).
   virtual Result<uint64_t> AllocatedSize() const { return Size(); }
+  // The first offset at or after `offset` that may hold data: every byte
+  // before it (from `offset`) reads as zeros, a hole (SEEK_DATA for POSIX
+  // files). At least the size when nothing follows. Scans of mostly empty
+  // space (check's leak search) skip holes with it; the default knows of
+  // no hole.
+  virtual Result<uint64_t> NextData(uint64_t offset) const { return offset; }
   virtual bool writable() const = 0;
   // A hint that [offset, offset+length) will be read soon, so the host can
   // start reading it (posix_fadvise WILLNEED). Returns at once; no errors.

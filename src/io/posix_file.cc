@@ -147,6 +147,12 @@ class PosixFile final : public File {
     return static_cast<uint64_t>(st.st_size);
   }
 
+  Result<uint64_t> NextData(uint64_t offset) const override {
+    const off_t at = ::lseek(fd_, static_cast<off_t>(offset), SEEK_DATA);
+    if (at >= 0) return static_cast<uint64_t>(at);
+    if (errno == ENXIO) return Size();  // nothing but a hole up to the end
+    return offset;                      // no SEEK_DATA here: no hole known
+  }
   Result<uint64_t> AllocatedSize() const override {
     struct stat st;
     if (::fstat(fd_, &st) != 0) return ErrnoStatus(errno, "fstat");

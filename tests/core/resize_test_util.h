@@ -28,6 +28,7 @@ class ReadOnlyView final : public File {
   Status Truncate(uint64_t) override { return ReadOnly(); }
   Status PunchHole(uint64_t, uint64_t) override { return ReadOnly(); }
   Status Allocate(uint64_t, uint64_t) override { return ReadOnly(); }
+  Result<uint64_t> NextData(uint64_t offset) const override { return base_.NextData(offset); }
   bool writable() const override { return false; }
   const std::string& name() const override { return base_.name(); }
 
@@ -69,6 +70,7 @@ class Borrowed final : public File {
   Status Truncate(uint64_t s) override { return base_.Truncate(s); }
   Status PunchHole(uint64_t o, uint64_t n) override { return base_.PunchHole(o, n); }
   Status Allocate(uint64_t o, uint64_t n) override { return base_.Allocate(o, n); }
+  Result<uint64_t> NextData(uint64_t offset) const override { return base_.NextData(offset); }
   bool writable() const override { return base_.writable(); }
   const std::string& name() const override { return base_.name(); }
 

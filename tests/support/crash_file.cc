@@ -127,6 +127,18 @@ Result<size_t> OverlayFile::ReadAt(uint64_t offset, void* buf, size_t n) const {
   return n;
 }
 
+Result<uint64_t> OverlayFile::NextData(uint64_t offset) const {
+  std::shared_lock lock(mu_);
+  uint64_t next = std::max(offset, size_);
+  auto it = pages_.lower_bound(offset / kPageSize);
+  if (it != pages_.end()) next = std::min(next, std::max(offset, it->first * kPageSize));
+  if (offset < base_end_) {
+    VHDX_ASSIGN_OR_RETURN(const uint64_t base, base_.NextData(offset));
+    if (base < base_end_) next = std::min(next, base);
+  }
+  return next;
+}
+
 Status OverlayFile::WriteAt(uint64_t offset, const void* buf, size_t n) {
   std::unique_lock lock(mu_);
   const auto* in = static_cast<const uint8_t*>(buf);

@@ -93,6 +93,7 @@ class OverlayFile final : public File {
   Status Truncate(uint64_t size) override;
   Status PunchHole(uint64_t offset, uint64_t length) override;
   Status Allocate(uint64_t offset, uint64_t length) override;
+  Result<uint64_t> NextData(uint64_t offset) const override;
   bool writable() const override { return true; }
   const std::string& name() const override { return name_; }
 

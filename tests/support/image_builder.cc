@@ -47,6 +47,13 @@ Result<size_t> SparseMemoryFile::ReadAt(uint64_t offset, void* buf, size_t n) co
   return n;
 }
 
+Result<uint64_t> SparseMemoryFile::NextData(uint64_t offset) const {
+  std::shared_lock lock(mu_);
+  auto it = pages_.lower_bound(offset / kPageSize);
+  if (it == pages_.end()) return std::max(offset, size_);
+  return std::min(std::max(offset, it->first * kPageSize), std::max(offset, size_));
+}
+
 Status SparseMemoryFile::WriteAt(uint64_t offset, const void* buf, size_t n) {
   if (!writable_) return ReadOnly();
   std::unique_lock lock(mu_);

@@ -52,6 +52,7 @@ class SparseMemoryFile final : public File {
   // Extends the size; pages are still created only when written.
   Status Allocate(uint64_t offset, uint64_t length) override;
   Result<uint64_t> AllocatedSize() const override;
+  Result<uint64_t> NextData(uint64_t offset) const override;
   bool writable() const override { return writable_; }
   const std::string& name() const override { return name_; }
 
