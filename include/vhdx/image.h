@@ -145,6 +145,38 @@ struct CheckFinding {
   std::string structure;  // "header 1", "region table 2", "BAT entry 17", ...
   uint64_t offset = 0;    // file offset of the structure
   std::string message;
+  // As qemu-img check counts them, every error is a corruption. So is a
+  // damaged redundant copy (a header or region table copy that readers skip
+  // because the other one is valid): only a warning, since the image reads
+  // fine, but damage that `check -r all` repairs.
+  bool redundant_copy_damaged = false;
+  bool corruption() const { return severity == Severity::kError || redundant_copy_damaged; }
+};
+
+// File space that nothing references (no header, log, region or BAT entry)
+// but that holds data: [offset, offset + length), in whole 1 MiB units of
+// the file except that the last unit of a file whose size is not a MiB
+// multiple ends at the file size.
+struct CheckLeak {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  uint64_t units = 0;  // 1 MiB units (a partial last unit counts as one)
+};
+
+// A BAT entry whose file space is unusable: the repair's work list.
+struct CheckBadBatEntry {
+  enum class Problem {
+    kPlacement,  // past the end of the file, in the header section, over the log or a region
+    kOverlap,    // shares file space with another entry
+  };
+  uint64_t index = 0;  // BAT index
+  uint64_t value = 0;  // the raw entry
+  bool sector_bitmap = false;
+  Problem problem = Problem::kPlacement;
+  // kOverlap only: false when every entry it overlaps is clearly the bad
+  // one (its reserved bits 3-19 are set, i.e. the entry is garbage), so
+  // this one keeps its space.
+  bool repair = true;
 };
 
 struct CheckReport {
@@ -153,6 +185,23 @@ struct CheckReport {
   uint64_t log_entries_checked = 0;
   size_t errors() const;
   size_t warnings() const;
+  // Findings that are corruptions (CheckFinding::corruption).
+  size_t corruptions() const;
+
+  // Every structure was reached and the whole BAT read: `leaks`,
+  // `bad_bat_entries` and `image_end_offset` are complete. False when the
+  // check stopped early (no usable header, region table or metadata, an
+  // unreadable BAT, too many overlaps to list).
+  bool complete = false;
+  // Unreferenced file space holding data (sorted, merged). Not findings:
+  // leaks waste space but put no data at risk, and a crash in the middle
+  // of an allocation leaves them by design.
+  std::vector<CheckLeak> leaks;
+  uint64_t leaked_units() const;
+  // End of the last 1 MiB unit any structure or BAT entry references
+  // (clipped to the file size): qemu-img's image-end-offset.
+  uint64_t image_end_offset = 0;
+  std::vector<CheckBadBatEntry> bad_bat_entries;
 };
 
 class Image;

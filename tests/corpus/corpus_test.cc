@@ -181,11 +181,14 @@ TEST_P(CorpusImageTest, CliInfoAndCheckDescribeImage) {
   ExpectFileUnchanged("vhdx info");
   json bat_entries = j.contains("bat") ? j["bat"]["entries"] : json();
 
-  r = vhdx::test::Run(fmt::format("{} check --output=json {}", CliPath(), Quoted(path_)));
-  EXPECT_EQ(r.exit_code, 0) << r.output;
+  r = vhdx::test::Run(fmt::format("{{ {} check --output=json {} 2>/dev/null; }}", CliPath(), Quoted(path_)));
   j = ParseJson(r.output);
   ASSERT_TRUE(j.is_object()) << "not JSON: " << r.output;
   EXPECT_EQ(j["check-errors"], 0) << r.output;
+  EXPECT_EQ(j["corruptions"], 0) << r.output;
+  // Leaks are not damage (exit status 3, as qemu-img check): the QEMU 1.6
+  // dirty-log sample holds 4 MiB of block data no BAT entry references.
+  EXPECT_EQ(r.exit_code, j["leaks"].get<uint64_t>() > 0 ? 3 : 0) << r.output;
   EXPECT_EQ(j["bat-entries-checked"], bat_entries) << r.output;
   ExpectFileUnchanged("vhdx check");
 }

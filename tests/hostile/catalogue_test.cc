@@ -142,10 +142,14 @@ TEST(HugeGeometry, TinyFileDescribing64TiBReadsAsZerosWithinBounds) {
   EXPECT_EQ(o.check_errors, 0u) << o.Describe();
 
   file.Write(image);
+  EXPECT_EQ(o.check_corruptions, 0u) << o.Describe();
   for (const char* command : {"info", "map", "check"}) {
     CliRun r = RunCli({command, file.path()});
     EXPECT_EQ(r.failure, "") << command;
-    EXPECT_EQ(r.exit_code, 0) << command << ": " << r.stderr_text;
+    // The base holds block data no BAT entry references, and the BAT's old
+    // place is unreferenced now: leaks, which check reports with status 3.
+    const int expected = std::string(command) == "check" && o.check_leaks > 0 ? 3 : 0;
+    EXPECT_EQ(r.exit_code, expected) << command << ": " << r.stderr_text;
   }
   // A 64 TiB raw file exceeds some file systems (ext4: 16 TiB): then convert
   // must say so in one line.

@@ -30,6 +30,8 @@ struct LibraryOutcome {
   std::string check_error;  // Check() itself failed (it must not on a memory file)
   uint64_t check_errors = 0;
   uint64_t check_warnings = 0;
+  uint64_t check_corruptions = 0;  // errors, and damaged redundant copies (`vhdx check` exits 2)
+  uint64_t check_leaks = 0;        // leaked 1 MiB units (`vhdx check` exits 3 if nothing else)
   std::string check_first_error;
 
   bool ReadsFine() const {

@@ -266,9 +266,11 @@ class KillTest : public ::testing::Test {
     // Killed with the image open for writing: its log is still live.
     CommandResult info = Vhdx("info --output=json " + ShellQuote(image));
     EXPECT_NE(info.output.find("\"dirty\": true"), std::string::npos) << info.output;
+    // No corruption; blocks written after the last commit may have left
+    // their space unreferenced: leaks, exit status 3 (as qemu-img check).
     CommandResult check = Vhdx("check " + ShellQuote(image));
-    EXPECT_EQ(check.exit_code, 0) << check.output;
-    EXPECT_NE(check.output.find("No errors were found"), std::string::npos) << check.output;
+    EXPECT_TRUE(check.exit_code == 0 || check.exit_code == 3) << check.output;
+    EXPECT_NE(check.output.find("No errors were found on the image"), std::string::npos) << check.output;
 
     const std::string raw = image + ".raw";
     CommandResult convert = Vhdx(fmt::format("convert -O raw {} {}", ShellQuote(image), ShellQuote(raw)));
