@@ -45,15 +45,6 @@ e2fsck -fn "$work/disk.raw" >/dev/null || die "the prepared file system does not
 rm -f "$work/disk.raw"
 base_size=$(stat -c %s "$work/base.vhdx")
 
-wall() {
-  sync
-  sleep 0.5
-  local t0 t1
-  t0=$(date +%s.%N)
-  "$@" >/dev/null 2>&1 || die "failed: $*"
-  t1=$(date +%s.%N)
-  awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f\n", b - a}'
-}
 route() {
   qemu-img convert -f vhdx -O raw "$1" "$work/route.raw" &&
     zerofree "$work/route.raw" &&

@@ -194,3 +194,16 @@ overwrite_tenth() {
   "$VHDX" io "${script[@]}" "$image" >/dev/null || die "vhdx io on $image failed"
   echo "  $(basename "$image"): $((${#script[@]} / 2)) writes"
 }
+
+# wall "$@": the wall seconds of one run of the command, after sync and a
+# pause for the file system's journal to settle, so that no run pays for
+# another's writeback.
+wall() {
+  sync
+  sleep 0.5
+  local t0 t1
+  t0=$(date +%s.%N)
+  "$@" >/dev/null 2>&1 || die "failed: $*"
+  t1=$(date +%s.%N)
+  awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.4f\n", b - a}'
+}

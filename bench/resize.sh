@@ -37,18 +37,6 @@ route() {
     rm -f "$work/route.raw"
 }
 
-# wall SECONDS of "$@" (after sync and a pause for the file system's journal
-# to settle, so no run pays for another's writeback).
-wall() {
-  sync
-  sleep 0.5
-  local t0 t1
-  t0=$(date +%s.%N)
-  "$@" >/dev/null 2>&1 || die "failed: $*"
-  t1=$(date +%s.%N)
-  awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.4f\n", b - a}'
-}
-
 # written_bytes "$@": bytes the command (and its children) wrote to files.
 written_bytes() {
   strace -f -qq -o "$work/trace" -e trace=pwrite64,pwritev,pwritev2,write,writev "$@" >/dev/null 2>&1 ||

@@ -67,28 +67,6 @@ constexpr bool kSanitized = false;
 
 // ---- Shared helpers -------------------------------------------------------
 
-// A read-only view of a file owned elsewhere (a read-only open of a crashed
-// file without copying it).
-class ReadOnlyView final : public File {
- public:
-  explicit ReadOnlyView(const File& base) : base_(base) {}
-  Result<size_t> ReadAt(uint64_t offset, void* buf, size_t n) const override {
-    return base_.ReadAt(offset, buf, n);
-  }
-  Status WriteAt(uint64_t, const void*, size_t) override { return ReadOnly(); }
-  Status Flush() override { return ReadOnly(); }
-  Result<uint64_t> Size() const override { return base_.Size(); }
-  Status Truncate(uint64_t) override { return ReadOnly(); }
-  Status PunchHole(uint64_t, uint64_t) override { return ReadOnly(); }
-  Status Allocate(uint64_t, uint64_t) override { return ReadOnly(); }
-  bool writable() const override { return false; }
-  const std::string& name() const override { return base_.name(); }
-
- private:
-  static Status ReadOnly() { return Status(Errc::kReadOnly, "read-only view"); }
-  const File& base_;
-};
-
 std::string Findings(const CheckReport& report, bool errors_only) {
   std::string out;
   for (const auto& f : report.findings) {
