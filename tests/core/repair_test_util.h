@@ -1,5 +1,5 @@
 // Helpers shared by the repair tests (in-process, repair_test.cc, and
-// through the CLI, repair_crash_cli_test.cc): the image they damage, and
+// through the CLI, repair_cli_crash_test.cc): the image they damage, and
 // what a damaged, repaired or half-repaired image reads.
 #pragma once
 
