@@ -186,6 +186,30 @@ TEST(Repair, LeaksAreTruncatedAtTheTailAndPunchedInside) {
   ExpectBlocks(*file, expect, {});
 }
 
+// Damage no repair is known to be safe for is listed with its reason and
+// left as found: a reserved state (its offset may still lead to the data),
+// PARTIALLY_PRESENT without a parent.
+TEST(Repair, DamageWithoutASafeRepairIsListedAndLeft) {
+  for (uint8_t state : {uint8_t{4}, uint8_t{5}, uint8_t{kPayloadPartiallyPresent}}) {
+    SCOPED_TRACE(fmt::format("state {}", state));
+    ImageBuilder b = RepairBase();
+    b.SetBlock(2, state, OffsetOf(b, 2));
+    auto file = b.BuildFile(true);
+    const auto bytes = FileBytes(*file);
+    for (RepairMode mode : {RepairMode::kLeaks, RepairMode::kAll}) {
+      RepairReport r = Repair(*file, mode);
+      EXPECT_TRUE(r.actions.empty()) << Describe(r);
+      EXPECT_EQ(r.corruptions, 1u) << Describe(r);
+      ASSERT_EQ(r.not_repaired.size(), 1u) << Describe(r);
+      EXPECT_EQ(r.not_repaired[0].structure, "BAT entry 2");
+      EXPECT_NE(r.not_repaired[0].message.find(mode == RepairMode::kAll ? "left as found" : "`-r leaks` reclaims leaks only"),
+                std::string::npos)
+          << r.not_repaired[0].message;
+      EXPECT_EQ(FileBytes(*file), bytes);
+    }
+  }
+}
+
 TEST(Repair, LeaksModeLeavesBatDamageAlone) {
   ImageBuilder b = RepairBase();
   b.SetBlock(7, kPayloadFullyPresent, b.metadata_offset());
