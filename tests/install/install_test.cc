@@ -75,6 +75,10 @@ TEST(InstallLayout, LibrariesPackagesAndProgramsWhereUsersLookForThem) {
     EXPECT_TRUE(fs::is_regular_file(std::string(VHDX_INSTALL_STAGE) + VHDX_NBDKIT_PLUGIN_DIR +
                                     "/nbdkit-vhdx-plugin.so"));
   }
+  // vhdx(1), as written.
+  const std::string man = StagedPrefix() + "/" VHDX_INSTALL_MANDIR "/man1/vhdx.1";
+  ASSERT_TRUE(fs::is_regular_file(man));
+  EXPECT_TRUE(ReadWholeFile(man) == ReadWholeFile(VHDX_MAN_PAGE_SOURCE));
   // Installed build artefacts that are not the library's: none.
   for (const std::string& f : FilesUnder(lib)) {
     EXPECT_EQ(f.find("test"), std::string::npos) << "installed: " << f;
