@@ -15,6 +15,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <list>
+#include <mutex>
 #include <memory>
 #include <new>
 #include <string>
@@ -27,6 +29,15 @@ namespace {
 
 // The plugin below as a read-only vhdx::File. Its size is read once
 // (prepare): a container that changes size underneath is not supported.
+//
+// Round trips are what a remote image costs (an HTTP range request each),
+// and the library reads structures in small pieces (a 4 KiB header, a
+// 64 KiB region table, 8-byte metadata items, a BAT page). So reads
+// smaller than kPage are served from whole 1 MiB-aligned pages of the
+// container, fetched once and kept (kPages of them, least recently used
+// dropped): opening an image costs two requests (the header section and
+// the metadata region), and sequential reads of data fetch 1 MiB at a time.
+// Larger reads go to the plugin as they are.
 class NextFile final : public vhdx::File {
  public:
   NextFile(nbdkit_next* next, uint64_t size) : next_(next), size_(size) {}
@@ -34,17 +45,18 @@ class NextFile final : public vhdx::File {
   vhdx::Result<size_t> ReadAt(uint64_t offset, void* buf, size_t n) const override {
     if (offset >= size_) return size_t{0};
     n = static_cast<size_t>(std::min<uint64_t>(n, size_ - offset));
-    size_t done = 0;
-    while (done < n) {
-      // next_ops take 32-bit counts; the library's largest reads (a BAT
-      // batch, a block) stay well below this.
-      const uint32_t count = static_cast<uint32_t>(std::min<size_t>(n - done, kMaxRequest));
-      int err = 0;
-      if (next_->pread(next_, static_cast<uint8_t*>(buf) + done, count, offset + done, 0, &err) == -1)
-        return vhdx::Status(vhdx::Errc::kIoError,
-                            "the plugin failed to read " + std::to_string(count) + " bytes at offset " +
-                                std::to_string(offset + done) + ": " + std::strerror(err ? err : EIO));
-      done += count;
+    if (n >= kPage) {
+      if (vhdx::Status s = Fetch(offset, buf, n); !s.ok()) return s;
+      return n;
+    }
+    for (size_t done = 0; done < n;) {
+      const uint64_t at = offset + done;
+      const uint64_t page = at / kPage * kPage;
+      std::shared_ptr<const std::vector<uint8_t>> bytes;
+      if (vhdx::Status s = Page(page, &bytes); !s.ok()) return s;
+      const size_t k = static_cast<size_t>(std::min<uint64_t>(n - done, page + bytes->size() - at));
+      std::memcpy(static_cast<uint8_t*>(buf) + done, bytes->data() + (at - page), k);
+      done += k;
     }
     return n;
   }
@@ -58,13 +70,55 @@ class NextFile final : public vhdx::File {
   const std::string& name() const override { return name_; }
 
  private:
+  static constexpr uint64_t kPage = 1 << 20;
+  static constexpr size_t kPages = 16;
   static constexpr size_t kMaxRequest = 32u << 20;
   static vhdx::Status ReadOnly() {
     return vhdx::Status(vhdx::Errc::kReadOnly, "the vhdx filter serves images read-only");
   }
+
+  // Reads [offset, offset+n) of the container from the plugin.
+  vhdx::Status Fetch(uint64_t offset, void* buf, size_t n) const {
+    for (size_t done = 0; done < n;) {
+      // next_ops take 32-bit counts.
+      const uint32_t count = static_cast<uint32_t>(std::min<size_t>(n - done, kMaxRequest));
+      int err = 0;
+      if (next_->pread(next_, static_cast<uint8_t*>(buf) + done, count, offset + done, 0, &err) == -1)
+        return vhdx::Status(vhdx::Errc::kIoError,
+                            "the plugin failed to read " + std::to_string(count) + " bytes at offset " +
+                                std::to_string(offset + done) + ": " + std::strerror(err ? err : EIO));
+      done += count;
+    }
+    return vhdx::Status::Ok();
+  }
+
+  // The page at `page` (shorter at the end of the container), from the
+  // cache or the plugin. The lock is not held while fetching: concurrent
+  // requests for other pages go on; two for the same page may both fetch.
+  vhdx::Status Page(uint64_t page, std::shared_ptr<const std::vector<uint8_t>>* out) const {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (auto it = pages_.begin(); it != pages_.end(); ++it)
+        if (it->first == page) {
+          pages_.splice(pages_.begin(), pages_, it);  // most recently used first
+          *out = it->second;
+          return vhdx::Status::Ok();
+        }
+    }
+    auto bytes = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(std::min(kPage, size_ - page)));
+    if (vhdx::Status s = Fetch(page, bytes->data(), bytes->size()); !s.ok()) return s;
+    std::lock_guard<std::mutex> lock(mutex_);
+    pages_.emplace_front(page, bytes);
+    if (pages_.size() > kPages) pages_.pop_back();
+    *out = std::move(bytes);
+    return vhdx::Status::Ok();
+  }
+
   nbdkit_next* next_;
   uint64_t size_;
   std::string name_ = "VHDX image from the plugin";
+  mutable std::mutex mutex_;
+  mutable std::list<std::pair<uint64_t, std::shared_ptr<const std::vector<uint8_t>>>> pages_;
 };
 
 // One connection: its image, opened in prepare over that connection's next.
