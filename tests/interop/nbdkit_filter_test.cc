@@ -137,5 +137,41 @@ TEST(FilterErrors, NotAVhdxImageFailsWithTheReason) {
   fs::remove_all(dir);
 }
 
+// A differencing image whose parent is not where its locator says: found
+// with vhdx-parent=PATH, and checked (a different image is refused by its
+// DataWriteGuid); without it, the open fails naming the parent.
+TEST(FilterDifferencing, ParentGivenByVhdxParent) {
+  VHDX_REQUIRE(MissingFilter());
+  const std::string dir = ScratchPath("filter-differencing");
+  fs::remove_all(dir);
+  fs::create_directories(dir + "/child");
+  const std::string base = dir + "/base.vhdx", child = dir + "/child/child.vhdx", other = dir + "/other.vhdx";
+  auto vhdx = [](const std::string& args) { return test::Run(CliPath() + " " + args).exit_code; };
+  ASSERT_EQ(vhdx("create --block-size 1M " + ShellQuote(base) + " 64M"), 0);
+  ASSERT_EQ(vhdx("io -c 'write -P 0x11 0 8M' " + ShellQuote(base)), 0);
+  ASSERT_EQ(vhdx("create -b " + ShellQuote(base) + " " + ShellQuote(child)), 0);
+  ASSERT_EQ(vhdx("io -c 'write -P 0x22 4M 1M' " + ShellQuote(child)), 0);
+  ASSERT_EQ(vhdx("create --block-size 1M " + ShellQuote(other) + " 64M"), 0);
+  const std::string want = dir + "/want.raw";
+  ASSERT_EQ(vhdx("convert -O raw " + ShellQuote(child) + " " + ShellQuote(want)), 0);
+  // Moved where the locator's paths do not lead.
+  const std::string moved = dir + "/moved-base.vhdx";
+  fs::rename(base, moved);
+
+  const std::string copy = dir + "/copy.raw";
+  CommandResult r = ServeFiltered("file " + ShellQuote(child) + " vhdx-parent=" + ShellQuote(moved),
+                                  "nbdcopy \"$uri\" " + ShellQuote(copy));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(Sha256OfFile(copy), Sha256OfFile(want));
+
+  r = ServeFiltered("file " + ShellQuote(child), "nbdinfo --size \"$uri\"");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("parent"), std::string::npos) << r.output;
+  r = ServeFiltered("file " + ShellQuote(child) + " vhdx-parent=" + ShellQuote(other), "nbdinfo --size \"$uri\"");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("DataWriteGuid"), std::string::npos) << r.output;
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace vhdx::test

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <memory>
@@ -31,6 +32,19 @@
 namespace {
 
 using vhdx_filter::NextFile;
+
+// vhdx-parent=PATH: the parent of a differencing image, a local file (the
+// locator's paths mean nothing on the plugin's side).
+std::string parent_path;
+
+int vhdx_config(nbdkit_next_config* next, nbdkit_backend* nxdata, const char* key, const char* value) {
+  if (std::string(key) != "vhdx-parent") return next(nxdata, key, value);
+  char* path = nbdkit_absolute_path(value);
+  if (!path) return -1;
+  parent_path = path;
+  free(path);
+  return 0;
+}
 
 // Connections using the container: a writer excludes everything else.
 std::mutex users_mutex;
@@ -103,6 +117,7 @@ int vhdx_prepare(nbdkit_next* next, void* handle, int readonly) {
   }
   vhdx::OpenOptions options;
   options.read_only = !writable;
+  options.parent_path = parent_path;  // checked as any parent: linkage, sector size
   auto image = vhdx::Image::Open(std::make_unique<NextFile>(next, static_cast<uint64_t>(size), writable), options);
   if (!image.ok()) {
     Uncount(h);
@@ -241,6 +256,8 @@ struct nbdkit_filter MakeFilter() {
   f.name = "vhdx";
   f.longname = "libvhdx nbdkit filter";
   f.description = "Serves the virtual disk inside a VHDX image that the plugin serves.";
+  f.config = Guarded<vhdx_config>::Call;
+  f.config_help = "vhdx-parent=<PATH>   The parent of a differencing image (a local file).";
   f.open = Guarded<vhdx_open>::Call;
   f.close = Guarded<vhdx_close>::Call;
   f.prepare = Guarded<vhdx_prepare>::Call;
