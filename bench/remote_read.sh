@@ -53,8 +53,8 @@ trap 'kill $web 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 200); do curl -sfI "http://127.0.0.1:$port/image.vhdx" >/dev/null && break; sleep 0.05; done
 url=http://127.0.0.1:$port
 
-# measure CMD...: prints "SECONDS BYTES" for one run: its wall time, and the
-# bytes it fetched over HTTP, which the run writes to $work/bytes.
+# measure CMD...: prints "SECONDS MIB" for one run: its wall time, and the MiB
+# it fetched over HTTP (the run writes the bytes to $work/bytes).
 measure() {
   local t0 t1
   rm -f "$work/bytes"
@@ -62,7 +62,7 @@ measure() {
   t0=$(date +%s.%N)
   "$@" >/dev/null 2>&1 || die "failed: $*"
   t1=$(date +%s.%N)
-  awk -v a="$t0" -v b="$t1" -v n="$(cat "$work/bytes")" 'BEGIN {printf "%.3f %d\n", b - a, n}'
+  awk -v a="$t0" -v b="$t1" -v n="$(cat "$work/bytes")" 'BEGIN {printf "%.3f %.1f\n", b - a, n / 1048576}'
 }
 # fetched LOG: bytes the reads in nbdkit's log filter LOG asked of curl.
 fetched() {
@@ -105,9 +105,9 @@ col() {
 fr_t=$(col 1 "${fr[@]}") fr_b=$(col 2 "${fr[@]}") dr_t=$(col 1 "${dr[@]}") dr_b=$(col 2 "${dr[@]}")
 fc_t=$(col 1 "${fc[@]}") rc_t=$(col 1 "${rc[@]}")
 echo
-echo "1 GiB from the middle         seconds   bytes fetched over HTTP"
-printf '  filter over curl        %9.3f   %14d\n' "$fr_t" "$fr_b"
-printf '  download, read locally  %9.3f   %14d\n' "$dr_t" "$dr_b"
+echo "1 GiB from the middle         seconds   MiB fetched over HTTP"
+printf '  filter over curl        %9.3f   %14.1f\n' "$fr_t" "$fr_b"
+printf '  download, read locally  %9.3f   %14.1f\n' "$dr_t" "$dr_b"
 echo "  ratio (goal <= 0.5 time, <= 0.6 bytes): time $(ratio "$fr_t" "$dr_t"), bytes $(ratio "$fr_b" "$dr_b")"
 echo
 echo "whole disk, sequential        seconds   MiB/s"
