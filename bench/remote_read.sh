@@ -23,6 +23,8 @@ cd "$(dirname "$0")/.."
 VHDX=${VHDX:-$PWD/build/bin/vhdx}
 FILTER=${FILTER:-$PWD/build/lib/nbdkit-vhdx-filter.so}
 SIZE=${SIZE:-16G}
+# More nbdkit filters between ours and curl (e.g. "--filter=readahead").
+BELOW=${BELOW:-}
 REPS=${REPS:-3}
 require_vhdx "--version fails" --version
 require_tools nbdkit nbdcopy qemu-io curl lighttpd openssl shuf
@@ -34,7 +36,7 @@ mib=$((size >> 20))
 middle=$(((mib / 2 - 512) << 20))
 
 echo "vhdx: $VHDX ($("$VHDX" --version)); $(nbdkit --version); $(lighttpd -v 2>&1 | head -1)"
-echo "image: $SIZE, 1 MiB blocks, $((mib / 2)) MiB of data; $REPS runs of each"
+echo "image: $SIZE, 1 MiB blocks, $((mib / 2)) MiB of data; $REPS runs of each; filters below ours: ${BELOW:-none}"
 mkdir -p "$work/www"
 make_half_full_image "$work/www/image.vhdx" 1M
 "$VHDX" convert -O raw "$work/www/image.vhdx" "$work/www/disk.raw"
@@ -73,7 +75,7 @@ fetched() {
 
 filter_read() {
   rm -f "$work/filter.log"
-  nbdkit -r -U - --filter="$FILTER" --filter=log curl "$url/image.vhdx" logfile="$work/filter.log" \
+  nbdkit -r -U - --filter="$FILTER" $BELOW --filter=log curl "$url/image.vhdx" logfile="$work/filter.log" \
     --run "qemu-io -r -f raw \"\$uri\" -c 'read $middle 1G'" && fetched "$work/filter.log" >"$work/bytes"
 }
 download_read() {
@@ -81,7 +83,8 @@ download_read() {
     "$VHDX" io -r -c "read $middle 1G" "$work/local.vhdx" && rm -f "$work/local.vhdx"
 }
 filter_copy() {
-  nbdkit -r -U - --filter="$FILTER" curl "$url/image.vhdx" --run 'nbdcopy --no-extents "$uri" null:' && echo 0 >"$work/bytes"
+  nbdkit -r -U - --filter="$FILTER" $BELOW curl "$url/image.vhdx" --run 'nbdcopy --no-extents "$uri" null:' &&
+    echo 0 >"$work/bytes"
 }
 raw_copy() { nbdkit -r -U - curl "$url/disk.raw" --run 'nbdcopy --no-extents "$uri" null:' && echo 0 >"$work/bytes"; }
 
