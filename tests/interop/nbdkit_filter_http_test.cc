@@ -270,5 +270,36 @@ TEST_F(FilterHttpTest, ServerKilledMidCopyFailsTheCopy) {
   EXPECT_LT(seconds, 100) << r.output;
 }
 
+// A checkpoint and its parent both on the web server: the child through
+// the curl plugin, the parent by vhdx-parent=URL (libcurl). It reads as
+// `vhdx convert` reads the local chain; a parent URL that is not there, or
+// is another image, is refused with the reason.
+TEST_F(FilterHttpTest, DifferencingChildWithItsParentAtAUrl) {
+  const std::string www = dir_ + "/www";
+  auto vhdx = [](const std::string& args) { return test::Run(CliPath() + " " + args).exit_code; };
+  ASSERT_EQ(vhdx("create --block-size 1M " + ShellQuote(www + "/base.vhdx") + " 64M"), 0);
+  ASSERT_EQ(vhdx("io -c 'write -P 0x11 0 8M' -c 'write -P 0x12 60M 1M' " + ShellQuote(www + "/base.vhdx")), 0);
+  ASSERT_EQ(vhdx("create -b " + ShellQuote(www + "/base.vhdx") + " " + ShellQuote(www + "/child.avhdx")), 0);
+  ASSERT_EQ(vhdx("io -c 'write -P 0x22 4M 1M' " + ShellQuote(www + "/child.avhdx")), 0);
+  ASSERT_EQ(vhdx("create --block-size 1M " + ShellQuote(www + "/other.vhdx") + " 64M"), 0);
+  const std::string want = dir_ + "/want.raw", copy = dir_ + "/copy.raw";
+  ASSERT_EQ(vhdx("convert -O raw " + ShellQuote(www + "/child.avhdx") + " " + ShellQuote(want)), 0);
+  WebServer web(www, dir_);
+  ASSERT_TRUE(web.up());
+  CommandResult r = ServeUrl(web.Url("child.avhdx"), "nbdcopy \"$uri\" " + ShellQuote(copy), 120, "",
+                             "vhdx-parent=" + web.Url("base.vhdx"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(Sha256OfFile(copy), Sha256OfFile(want));
+  for (const char* bad : {"missing.vhdx", "other.vhdx"}) {
+    SCOPED_TRACE(bad);
+    r = ServeUrl(web.Url("child.avhdx"), "nbdinfo --size \"$uri\"", 60, "", "vhdx-parent=" + web.Url(bad));
+    EXPECT_NE(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.exit_code, 124) << "timed out: " << r.output;
+    // The missing one named by its URL, the other by the linkage it breaks.
+    EXPECT_NE(r.output.find(std::string(bad) == "other.vhdx" ? "DataWriteGuid" : web.Url(bad)), std::string::npos)
+        << r.output;
+  }
+}
+
 }  // namespace
 }  // namespace vhdx::test

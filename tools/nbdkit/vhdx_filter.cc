@@ -25,7 +25,10 @@
 #include <string>
 #include <type_traits>
 
+#include <curl/curl.h>
+
 #include "next_file.h"
+#include "url_file.h"
 #include "vhdx/file.h"
 #include "vhdx/image.h"
 
@@ -33,12 +36,19 @@ namespace {
 
 using vhdx_filter::NextFile;
 
-// vhdx-parent=PATH: the parent of a differencing image, a local file (the
-// locator's paths mean nothing on the plugin's side).
+// vhdx-parent=PATH|URL: the parent of a differencing image, a local file
+// or an http(s) URL (the locator's paths mean nothing on the plugin's side).
 std::string parent_path;
+
+void vhdx_load() { curl_global_init(CURL_GLOBAL_DEFAULT); }
+void vhdx_unload() { curl_global_cleanup(); }
 
 int vhdx_config(nbdkit_next_config* next, nbdkit_backend* nxdata, const char* key, const char* value) {
   if (std::string(key) != "vhdx-parent") return next(nxdata, key, value);
+  if (vhdx_filter::IsUrl(value)) {
+    parent_path = value;
+    return 0;
+  }
   char* path = nbdkit_absolute_path(value);
   if (!path) return -1;
   parent_path = path;
@@ -117,7 +127,23 @@ int vhdx_prepare(nbdkit_next* next, void* handle, int readonly) {
   }
   vhdx::OpenOptions options;
   options.read_only = !writable;
-  options.parent_path = parent_path;  // checked as any parent: linkage, sector size
+  if (vhdx_filter::IsUrl(parent_path)) {
+    // Opened here, read-only, and given to the child's open, which checks
+    // it as any parent (linkage, sector size).
+    auto url = vhdx_filter::UrlFile::Open(parent_path);
+    if (!url.ok()) {
+      Uncount(h);
+      return Fail(url.status());
+    }
+    auto parent = vhdx::Image::Open(std::move(*url), vhdx::OpenOptions{});
+    if (!parent.ok()) {
+      Uncount(h);
+      return Fail(parent.status());
+    }
+    options.parent = std::shared_ptr<const vhdx::Image>(std::move(*parent));
+  } else {
+    options.parent_path = parent_path;  // checked as any parent: linkage, sector size
+  }
   auto image = vhdx::Image::Open(std::make_unique<NextFile>(next, static_cast<uint64_t>(size), writable), options);
   if (!image.ok()) {
     Uncount(h);
@@ -243,6 +269,7 @@ struct Guarded<Callback> {
       nbdkit_error("vhdx: internal error: %s", e.what());
     }
     (SetErr(args, error), ...);
+    (void)error;  // callbacks without `int *err` only log
     if constexpr (std::is_pointer_v<R>) {
       return nullptr;
     } else if constexpr (!std::is_void_v<R>) {
@@ -256,8 +283,10 @@ struct nbdkit_filter MakeFilter() {
   f.name = "vhdx";
   f.longname = "libvhdx nbdkit filter";
   f.description = "Serves the virtual disk inside a VHDX image that the plugin serves.";
+  f.load = Guarded<vhdx_load>::Call;
+  f.unload = Guarded<vhdx_unload>::Call;
   f.config = Guarded<vhdx_config>::Call;
-  f.config_help = "vhdx-parent=<PATH>   The parent of a differencing image (a local file).";
+  f.config_help = "vhdx-parent=<PATH|URL>  The parent of a differencing image (a local file, or http(s)).";
   f.open = Guarded<vhdx_open>::Call;
   f.close = Guarded<vhdx_close>::Call;
   f.prepare = Guarded<vhdx_prepare>::Call;
