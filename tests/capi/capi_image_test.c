@@ -4,6 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <string.h>
+#include <threads.h>
 
 #include "capi_test.h"
 
@@ -252,10 +253,73 @@ static void test_differencing(void) {
   CHECK(!capi_file_exists(capi_scratch("bad.vhdx")));
 }
 
+/* Threads: one handle shared by 4 threads, each writing and reading back
+ * its own blocks, and each seeing only its own error message. */
+typedef struct thread_arg {
+  vhdx_image* image;
+  int index;
+  int failures;
+} thread_arg;
+
+static int thread_main(void* p) {
+  thread_arg* t = p;
+  static _Thread_local unsigned char w[64 * 1024], r[64 * 1024];
+  for (int round = 0; round < 16; ++round) {
+    const uint64_t off = ((uint64_t)t->index * 16 + (uint64_t)round) * (kMiB / 4) + 512u * (uint64_t)t->index;
+    capi_pattern(w, sizeof w, (uint64_t)t->index * 100 + (uint64_t)round, off);
+    if (vhdx_write(t->image, off, w, sizeof w, 0) != VHDX_OK || strcmp(vhdx_last_error(), "") != 0) ++t->failures;
+    if (vhdx_read(t->image, off, r, sizeof r) != VHDX_OK || memcmp(w, r, sizeof r) != 0) ++t->failures;
+    /* Odd threads fail a call; the message is theirs alone, and even
+     * threads' successes leave theirs empty meanwhile. */
+    if (t->index % 2) {
+      if (vhdx_read(t->image, 64u * kMiB, r, 1) != VHDX_E_OUT_OF_RANGE) ++t->failures;
+      if (strstr(vhdx_last_error(), "mt.vhdx") == NULL) ++t->failures;
+    } else if (strcmp(vhdx_last_error(), "") != 0) {
+      ++t->failures;
+    }
+  }
+  return 0;
+}
+
+static void test_threads(void) {
+  const char* path = capi_scratch("mt.vhdx");
+  vhdx_create_options c = {0};
+  c.virtual_size = 64u * kMiB;
+  c.block_size = kMiB;
+  CHECK_OK(vhdx_create(path, &c));
+  vhdx_open_options o = {0};
+  o.read_write = true;
+  vhdx_image* img = NULL;
+  CHECK_OK(vhdx_open(path, &o, &img));
+  thrd_t threads[4];
+  thread_arg args[4];
+  for (int i = 0; i < 4; ++i) {
+    args[i] = (thread_arg){img, i, 0};
+    CHECK(thrd_create(&threads[i], thread_main, &args[i]) == thrd_success);
+  }
+  for (int i = 0; i < 4; ++i) {
+    CHECK(thrd_join(threads[i], NULL) == thrd_success);
+    CHECK(args[i].failures == 0);
+  }
+  CHECK_OK(vhdx_close(img));
+  /* Everything written is there after a reopen. */
+  CHECK_OK(vhdx_open(path, NULL, &img));
+  static unsigned char w[64 * 1024], r[64 * 1024];
+  for (int i = 0; i < 4; ++i)
+    for (int round = 0; round < 16; ++round) {
+      const uint64_t off = ((uint64_t)i * 16 + (uint64_t)round) * (kMiB / 4) + 512u * (uint64_t)i;
+      capi_pattern(w, sizeof w, (uint64_t)i * 100 + (uint64_t)round, off);
+      CHECK_OK(vhdx_read(img, off, r, sizeof r));
+      CHECK(memcmp(w, r, sizeof r) == 0);
+    }
+  CHECK_OK(vhdx_close(img));
+}
+
 int main(void) {
   test_dynamic_round_trip();
   test_fixed();
   test_differencing();
+  test_threads();
   printf("ok\n");
   return 0;
 }
