@@ -135,13 +135,14 @@ typedef struct vhdx_open_options {
 } vhdx_open_options;
 
 /* Opens the image at `path` (with its parent chain) and sets *out to a new
- * handle (NULL on failure). `options` may be NULL (read-only). */
+ * handle, or to NULL on any failure. `options` may be NULL (read-only). */
 VHDX_API vhdx_status vhdx_open(const char* path, const vhdx_open_options* options,
                                vhdx_image** out) VHDX_NOEXCEPT;
 
 /* Flushes, applies the log, clears LogGuid (a clean file), releases the
  * locks and frees the handle, which is invalid afterwards even when an
- * error is returned (the error says the last changes may not be durable). */
+ * error is returned (the error says the last changes may not be durable).
+ * NULL is VHDX_E_INVALID_ARGUMENT, as for every other function. */
 VHDX_API vhdx_status vhdx_close(vhdx_image* image) VHDX_NOEXCEPT;
 
 typedef struct vhdx_create_options {

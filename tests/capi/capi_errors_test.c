@@ -228,6 +228,45 @@ static void test_busy(void) {
   out = capi_run(cmd, &code);
   CHECK(code == 0);
   free(out);
+
+  /* Held read-write by another process (a child through the C API): a
+   * read-only open is VHDX_E_BUSY, naming the file; force_share reads. */
+  int ready[2], go[2];
+  CHECK(pipe(ready) == 0 && pipe(go) == 0);
+  fflush(NULL);
+  pid_t pid = fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    char byte = 0;
+    vhdx_image* held = NULL;
+    if (vhdx_open(path, &rw, &held) != VHDX_OK) _exit(1);
+    if (vhdx_write(held, 0, "held", 4, 0) != VHDX_OK) _exit(2);
+    if (write(ready[1], "r", 1) != 1) _exit(3);
+    if (read(go[0], &byte, 1) != 1) _exit(4);
+    _exit(vhdx_close(held) == VHDX_OK ? 0 : 5);
+  }
+  char byte = 0;
+  CHECK(read(ready[0], &byte, 1) == 1);
+  CHECK_STATUS(vhdx_open(path, NULL, &img), VHDX_E_BUSY);
+  CHECK(strstr(vhdx_last_error(), path) != NULL);
+  CHECK_STATUS(vhdx_open(path, &rw, &img), VHDX_E_BUSY);
+  vhdx_open_options shared = {0};
+  shared.force_share = true;
+  CHECK_OK(vhdx_open(path, &shared, &img));
+  unsigned char buf[4];
+  CHECK_OK(vhdx_read(img, 0, buf, sizeof buf));  /* held or zeros: what is on the file now */
+  CHECK_OK(vhdx_close(img));
+  CHECK(write(go[1], "g", 1) == 1);
+  int status = 0;
+  CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  close(ready[0]);
+  close(ready[1]);
+  close(go[0]);
+  close(go[1]);
+  CHECK_OK(vhdx_open(path, NULL, &img));
+  CHECK_OK(vhdx_read(img, 0, buf, sizeof buf));
+  CHECK(memcmp(buf, "held", 4) == 0);
+  CHECK_OK(vhdx_close(img));
 }
 
 /* Pages of address space this process maps now (/proc/self/statm). */
