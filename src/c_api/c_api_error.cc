@@ -71,7 +71,7 @@ extern "C" {
 const char* vhdx_version(void) noexcept { return vhdx::Version(); }
 
 const char* vhdx_status_name(vhdx_status status) noexcept {
-  switch (status) {
+  switch (EnumValue(status)) {
     case VHDX_OK: return "VHDX_OK";
     case VHDX_E_IO: return "VHDX_E_IO";
     case VHDX_E_CORRUPT: return "VHDX_E_CORRUPT";

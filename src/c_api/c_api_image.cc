@@ -64,7 +64,7 @@ vhdx_status vhdx_create(const char* path, const vhdx_create_options* options) no
     if (!options) return NullArgument("options");
     const vhdx_create_options& o = *options;
     vhdx::CreateOptions c;
-    switch (o.type) {
+    switch (EnumValue(o.type)) {
       case VHDX_DISK_DYNAMIC: c.type = vhdx::DiskType::kDynamic; break;
       case VHDX_DISK_FIXED: c.type = vhdx::DiskType::kFixed; break;
       case VHDX_DISK_DIFFERENCING: c.type = vhdx::DiskType::kDifferencing; break;

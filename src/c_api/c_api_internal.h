@@ -3,7 +3,9 @@
 // body in, and conversions of C arguments to the C++ API's.
 #pragma once
 
+#include <cstring>
 #include <new>
+#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -38,6 +40,17 @@ Status NullArgument(const char* name);
 template <typename F>
 vhdx_status Run(const char* what, F&& body) noexcept {
   return Finish(StatusFromException(what, body));
+}
+
+// The integer in a C enum field or argument. C lets a caller store any int
+// there, while in C++ loading a value outside the enumerators' range is
+// undefined (UBSan's -fsanitize=enum): it is read as its integer, and only
+// then compared with the enumerators.
+template <typename E>
+int EnumValue(const E& field) {
+  std::underlying_type_t<E> v;
+  std::memcpy(&v, &field, sizeof v);
+  return static_cast<int>(v);
 }
 
 // The C directory list as the C++ API's vector; a NULL list with a count,

@@ -3,6 +3,7 @@
 // what it needs and closes it before returning.
 #include <unistd.h>
 
+#include <cstring>
 #include <functional>
 
 #include "c_api/c_api_internal.h"
@@ -36,7 +37,7 @@ vhdx_status vhdx_check(const char* path, const vhdx_check_options* options, vhdx
     const vhdx_check_options defaults{};
     const vhdx_check_options& o = options ? *options : defaults;
     vhdx::CheckImageOptions c;
-    switch (o.repair) {
+    switch (EnumValue(o.repair)) {
       case VHDX_REPAIR_NONE: c.mode = vhdx::RepairMode::kNone; break;
       case VHDX_REPAIR_LEAKS: c.mode = vhdx::RepairMode::kLeaks; break;
       case VHDX_REPAIR_ALL: c.mode = vhdx::RepairMode::kAll; break;
@@ -73,7 +74,7 @@ vhdx_status vhdx_check(const char* path, const vhdx_check_options* options, vhdx
 vhdx_status vhdx_repair(const char* path, vhdx_repair_mode mode, vhdx_check_result* result,
                         char** json_out) noexcept {
   vhdx_check_options options{};
-  options.repair = mode;
+  std::memcpy(&options.repair, &mode, sizeof mode);  // any int: vhdx_check says whether it is a mode
   return vhdx_check(path, &options, result, json_out);
 }
 
@@ -83,17 +84,18 @@ vhdx_status vhdx_convert(const char* source, const char* dest, const vhdx_conver
     if (!dest) return NullArgument("dest");
     const vhdx_convert_options defaults{};
     const vhdx_convert_options& o = options ? *options : defaults;
-    if (o.output_format != VHDX_FORMAT_DEFAULT && o.output_format != VHDX_FORMAT_RAW &&
-        o.output_format != VHDX_FORMAT_VHDX)
+    const int output_format = EnumValue(o.output_format);
+    if (output_format != VHDX_FORMAT_DEFAULT && output_format != VHDX_FORMAT_RAW && output_format != VHDX_FORMAT_VHDX)
       return Status(Errc::kInvalidArgument, "options->output_format is not a vhdx_format");
-    const bool to_vhdx = o.output_format != VHDX_FORMAT_RAW;
+    const bool to_vhdx = output_format != VHDX_FORMAT_RAW;
     vhdx::CreateOptions create;
     if (to_vhdx) {
-      if (o.create.type != VHDX_DISK_DYNAMIC && o.create.type != VHDX_DISK_FIXED)
+      const int type = EnumValue(o.create.type);
+      if (type != VHDX_DISK_DYNAMIC && type != VHDX_DISK_FIXED)
         return Status(Errc::kInvalidArgument, "options->create.type: convert makes dynamic or fixed images");
       if (o.create.parent_path || o.create.parent_dir_count)
         return Status(Errc::kInvalidArgument, "options->create: parent fields are for vhdx_create only");
-      create.type = o.create.type == VHDX_DISK_FIXED ? vhdx::DiskType::kFixed : vhdx::DiskType::kDynamic;
+      create.type = type == VHDX_DISK_FIXED ? vhdx::DiskType::kFixed : vhdx::DiskType::kDynamic;
       create.virtual_size = o.create.virtual_size;
       if (o.create.block_size) create.block_size = o.create.block_size;
       if (o.create.logical_sector_size) create.logical_sector_size = o.create.logical_sector_size;
@@ -102,7 +104,7 @@ vhdx_status vhdx_convert(const char* source, const char* dest, const vhdx_conver
     // As the CLI: raw output reads VHDX only (a file that is not VHDX is an
     // error, not a copy); VHDX output also takes raw disks, probed.
     vhdx::SourceFormat format;
-    switch (o.source_format) {
+    switch (EnumValue(o.source_format)) {
       case VHDX_FORMAT_RAW: format = vhdx::SourceFormat::kRaw; break;
       case VHDX_FORMAT_VHDX: format = vhdx::SourceFormat::kVhdx; break;
       case VHDX_FORMAT_DEFAULT:

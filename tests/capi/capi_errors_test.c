@@ -269,6 +269,7 @@ static void test_busy(void) {
   CHECK_OK(vhdx_close(img));
 }
 
+#if !defined(__SANITIZE_ADDRESS__)
 /* Pages of address space this process maps now (/proc/self/statm). */
 static uint64_t mapped_bytes(void) {
   FILE* f = fopen("/proc/self/statm", "r");
@@ -278,6 +279,7 @@ static uint64_t mapped_bytes(void) {
   fclose(f);
   return (uint64_t)pages * (uint64_t)sysconf(_SC_PAGESIZE);
 }
+#endif
 
 /* Out of memory is a code, never an abort: a convert (buffers of a block,
  * worker threads) in child processes under rising address-space limits
