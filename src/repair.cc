@@ -404,6 +404,24 @@ Status Repairer::ReclaimLeaks(const CheckReport& check) {
   return file_.Flush();
 }
 
+// Every corruption the repair leaves is in `not_repaired` with a reason:
+// those the repair named itself, and the damage it has no repair for
+// (a reserved BAT state, say, where the entry's data may still be
+// recoverable by hand, and zeroing it would be a guess).
+void ExplainWhatIsLeft(RepairMode mode, RepairReport* r) {
+  for (const CheckFinding& f : r->after.findings) {
+    if (!f.corruption()) continue;
+    const bool named = std::any_of(r->not_repaired.begin(), r->not_repaired.end(),
+                                   [&](const CheckFinding& n) { return n.structure == f.structure; });
+    if (named) continue;
+    r->not_repaired.push_back(
+        {CheckFinding::Severity::kWarning, f.structure, f.offset,
+         mode == RepairMode::kLeaks
+             ? f.message + ": `-r leaks` reclaims leaks only (`-r all` repairs what it can)"
+             : f.message + ": no repair for this damage is known to be safe; it is left as found"});
+  }
+}
+
 void Summarize(RepairReport* r) {
   r->corruptions = r->after.corruptions();
   r->leaks = r->after.leaked_units();
@@ -430,6 +448,7 @@ Result<RepairReport> CheckAndRepair(File& file, RepairMode mode) {
   } else {
     VHDX_ASSIGN_OR_RETURN(report.after, Check(file));
   }
+  ExplainWhatIsLeft(mode, &report);
   Summarize(&report);
   return report;
 }

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "vhdx/export.h"
 #include "vhdx/status.h"
 
 namespace vhdx {
@@ -36,7 +37,7 @@ struct CommitResult {
 // every crash point the chain opens and reads as before. The parent must
 // not be smaller than the child. Other children of the parent are
 // invalidated, as with Hyper-V.
-Result<CommitResult> CommitImage(const std::string& child_path, const CommitOptions& options = {});
+VHDX_API Result<CommitResult> CommitImage(const std::string& child_path, const CommitOptions& options = {});
 
 struct RebaseOptions {
   // Extra directories to resolve the new parent's own chain.
@@ -53,7 +54,7 @@ struct RebaseOptions {
 // virtual size no larger than the child's, and (unless `force`) the
 // DataWriteGuid the child's linkage names. The child's own data is not
 // touched; its current parent need not exist.
-Status RebaseImage(const std::string& child_path, const std::string& new_parent_path,
-                   const RebaseOptions& options = {});
+VHDX_API Status RebaseImage(const std::string& child_path, const std::string& new_parent_path,
+                            const RebaseOptions& options = {});
 
 }  // namespace vhdx

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "vhdx/export.h"
 #include "vhdx/image.h"
 #include "vhdx/status.h"
 
@@ -52,9 +53,9 @@ struct CompactResult {
 // are released, nothing anyone reads changes, so the DataWriteGuid stays and
 // children of the image still match it. Refused: an image in use (locked),
 // a damaged one (any error vhdx::Check reports).
-Result<CompactResult> CompactImage(const std::string& path, const CompactOptions& options = {});
+VHDX_API Result<CompactResult> CompactImage(const std::string& path, const CompactOptions& options = {});
 // The same on an image opened read-write (with its parent, if any): compacted,
 // then closed.
-Result<CompactResult> CompactImage(std::unique_ptr<Image> image, const CompactOptions& options = {});
+VHDX_API Result<CompactResult> CompactImage(std::unique_ptr<Image> image, const CompactOptions& options = {});
 
 }  // namespace vhdx

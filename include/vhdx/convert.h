@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "vhdx/export.h"
 #include "vhdx/create.h"
 #include "vhdx/file.h"
 #include "vhdx/image.h"
@@ -37,7 +38,7 @@ enum class SourceFormat {
 //    the whole file is read. The disk is the file's length.
 //  * VHDX: read through Image, by its allocation map: only blocks that hold
 //    data are read.
-class ConvertSource {
+class VHDX_API ConvertSource {
  public:
   // Opens `path` read-only. A VHDX source is opened with Image::Open, so a
   // dirty log is replayed in memory and the file is never written.
@@ -72,20 +73,20 @@ class ConvertSource {
 // Writes the virtual disk into `dst` as a raw image of the virtual size.
 // Sparse: unallocated and zero ranges (and all-zero 4 KiB runs inside data
 // blocks) are never written, so they become holes. `dst` should be empty.
-Status ConvertToRaw(const Image& src, File& dst, const ConvertOptions& options = {});
+VHDX_API Status ConvertToRaw(const Image& src, File& dst, const ConvertOptions& options = {});
 // The same from either kind of source (a raw source is copied with its
 // holes and all-zero 4 KiB runs left as holes).
-Status ConvertToRaw(const ConvertSource& src, File& dst, const ConvertOptions& options = {});
+VHDX_API Status ConvertToRaw(const ConvertSource& src, File& dst, const ConvertOptions& options = {});
 
 // Streams the raw disk to a file descriptor in order (a pipe, stdout):
 // zeros are written out since a stream cannot have holes.
-Status ConvertToRawStream(const Image& src, int fd, const ConvertOptions& options = {});
-Status ConvertToRawStream(const ConvertSource& src, int fd, const ConvertOptions& options = {});
+VHDX_API Status ConvertToRawStream(const Image& src, int fd, const ConvertOptions& options = {});
+VHDX_API Status ConvertToRawStream(const ConvertSource& src, int fd, const ConvertOptions& options = {});
 
 // The virtual size ConvertToVhdx gives a source of `source_size` bytes: the
 // size rounded up to the logical sector size (qemu-img rounds raw sources up
 // to 512 bytes the same way); the added bytes read as zeros.
-uint64_t ConvertedVirtualSize(uint64_t source_size, uint32_t logical_sector_size);
+VHDX_API uint64_t ConvertedVirtualSize(uint64_t source_size, uint32_t logical_sector_size);
 
 // Writes the disk of `src` into `dst`, which must be empty and writable, as
 // a new VHDX image made by CreateImage with `create` (type, block size,
@@ -95,13 +96,13 @@ uint64_t ConvertedVirtualSize(uint64_t source_size, uint32_t logical_sector_size
 // target allocates only the blocks that hold non-zero bytes. The image is
 // written through Image::Write and closed with Image::Close (log applied,
 // LogGuid clear).
-Status ConvertToVhdx(const ConvertSource& src, File& dst, const CreateOptions& create,
-                     const ConvertOptions& options = {});
+VHDX_API Status ConvertToVhdx(const ConvertSource& src, File& dst, const CreateOptions& create,
+                              const ConvertOptions& options = {});
 
 // The same into the file at `dst_path`, created or truncated as qemu-img
 // does; refused (nothing touched) when `dst_path` is the source's own file.
 // A failure removes the partial output file.
-Status ConvertToVhdx(const ConvertSource& src, const std::string& dst_path, const CreateOptions& create,
-                     const ConvertOptions& options = {});
+VHDX_API Status ConvertToVhdx(const ConvertSource& src, const std::string& dst_path, const CreateOptions& create,
+                              const ConvertOptions& options = {});
 
 }  // namespace vhdx

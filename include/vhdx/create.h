@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "vhdx/export.h"
 #include "vhdx/file.h"
 #include "vhdx/image.h"
 #include "vhdx/status.h"
@@ -30,7 +31,7 @@ struct CreateOptions {
 };
 
 // Checks the options; the message names the offending one.
-Status ValidateCreateOptions(const CreateOptions& options);
+VHDX_API Status ValidateCreateOptions(const CreateOptions& options);
 
 // Writes a new, empty image into `file` (which must be empty), laid out as
 // Hyper-V does: log 1 MiB at 1 MiB, metadata 1 MiB at 2 MiB, BAT at 3 MiB,
@@ -38,10 +39,10 @@ Status ValidateCreateOptions(const CreateOptions& options);
 // FULLY_PRESENT and its payload space reserved with fallocate (not sparse).
 // For a differencing image the child's path is file.name(): its
 // relative_path is computed from it.
-Status CreateImage(File& file, const CreateOptions& options);
+VHDX_API Status CreateImage(File& file, const CreateOptions& options);
 
 // Creates the file at `path` (refusing to overwrite an existing one) and
 // writes the image into it; a failure removes the partial file.
-Status CreateImage(const std::string& path, const CreateOptions& options);
+VHDX_API Status CreateImage(const std::string& path, const CreateOptions& options);
 
 }  // namespace vhdx

@@ -12,11 +12,12 @@
 #include <string>
 #include <vector>
 
+#include "vhdx/export.h"
 #include "vhdx/status.h"
 
 namespace vhdx {
 
-class File {
+class VHDX_API File {
  public:
   virtual ~File() = default;
 
@@ -63,19 +64,19 @@ enum class FileLockMode { kNone, kRead, kWrite };
 // adds O_DIRECT; the file then bounces unaligned requests through aligned
 // buffers (read-modify-write of partial 4 KiB sectors). `lock`: see
 // FileLockMode (kWrite needs `writable`).
-Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, bool writable,
-                                            bool direct = false,
-                                            FileLockMode lock = FileLockMode::kNone);
+VHDX_API Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, bool writable,
+                                                     bool direct = false,
+                                                     FileLockMode lock = FileLockMode::kNone);
 // Creates (or truncates) a host file for writing, locked kWrite: a file
 // another process has open is refused (kBusy) before it is truncated.
-Result<std::unique_ptr<File>> CreatePosixFile(const std::string& path);
+VHDX_API Result<std::unique_ptr<File>> CreatePosixFile(const std::string& path);
 
 // A file held in memory; `writable` false makes every write fail.
-std::unique_ptr<File> NewMemoryFile(std::string name, std::vector<uint8_t> contents,
-                                    bool writable = true);
+VHDX_API std::unique_ptr<File> NewMemoryFile(std::string name, std::vector<uint8_t> contents,
+                                             bool writable = true);
 
 // Reads exactly `n` bytes at `offset`, or fails with kCorrupt naming `what`
 // when the file ends first (a structure runs past the end of the file).
-Status ReadExact(const File& file, uint64_t offset, void* buf, size_t n, const char* what);
+VHDX_API Status ReadExact(const File& file, uint64_t offset, void* buf, size_t n, const char* what);
 
 }  // namespace vhdx

@@ -9,9 +9,11 @@
 #include <string>
 #include <string_view>
 
+#include "vhdx/export.h"
+
 namespace vhdx {
 
-struct Guid {
+struct VHDX_API Guid {
   std::array<uint8_t, 16> bytes{};
 
   bool IsZero() const;

@@ -33,6 +33,7 @@
 #include <utility>
 #include <vector>
 
+#include "vhdx/export.h"
 #include "vhdx/file.h"
 #include "vhdx/guid.h"
 #include "vhdx/status.h"
@@ -40,7 +41,7 @@
 namespace vhdx {
 
 enum class DiskType { kFixed, kDynamic, kDifferencing };
-const char* DiskTypeName(DiskType type);
+VHDX_API const char* DiskTypeName(DiskType type);
 
 // Payload block states (BAT entry bits 0-2).
 enum class BlockState : uint8_t {
@@ -51,7 +52,7 @@ enum class BlockState : uint8_t {
   kFullyPresent = 6,
   kPartiallyPresent = 7,
 };
-const char* BlockStateName(unsigned state);
+VHDX_API const char* BlockStateName(unsigned state);
 
 struct HeaderInfo {
   bool valid = false;
@@ -90,7 +91,7 @@ struct LogInfo {
   uint32_t replayed_entries = 0;   // entries a read-write open applied to the file
 };
 
-struct ParentLocatorInfo {
+struct VHDX_API ParentLocatorInfo {
   Guid locator_type;
   std::vector<std::pair<std::string, std::string>> entries;  // key, value (UTF-8)
   // The value for `key`, if present.
@@ -179,7 +180,7 @@ struct CheckBadBatEntry {
   bool repair = true;
 };
 
-struct CheckReport {
+struct VHDX_API CheckReport {
   std::vector<CheckFinding> findings;
   uint64_t bat_entries_checked = 0;
   uint64_t log_entries_checked = 0;
@@ -260,7 +261,7 @@ struct WriteStats {
   uint64_t header_updates = 0;    // alternating header writes (2 per update)
 };
 
-class Image {
+class VHDX_API Image {
  public:
   virtual ~Image() = default;
 
@@ -330,11 +331,11 @@ class Image {
 // Read-only validation of every structure. Never fails on a damaged image:
 // problems become findings. A non-ok Status means the file itself could
 // not be read.
-Result<CheckReport> Check(const File& file);
+VHDX_API Result<CheckReport> Check(const File& file);
 // The file is locked for reading (see OpenOptions::force_share).
-Result<CheckReport> Check(const std::string& path, bool force_share = false);
+VHDX_API Result<CheckReport> Check(const std::string& path, bool force_share = false);
 
 // Library version, "MAJOR.MINOR.PATCH".
-const char* Version();
+VHDX_API const char* Version();
 
 }  // namespace vhdx

@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "vhdx/export.h"
 #include "vhdx/file.h"
 #include "vhdx/image.h"
 #include "vhdx/status.h"
@@ -64,12 +65,12 @@ struct RepairReport {
 
 // Checks `file` and, unless `mode` is kNone, repairs it through it (which
 // must be writable; nothing else may use the file meanwhile).
-Result<RepairReport> CheckAndRepair(File& file, RepairMode mode);
+VHDX_API Result<RepairReport> CheckAndRepair(File& file, RepairMode mode);
 
 // Opens `path` read-only (kNone, locked for reading unless `force_share`)
 // or read-write with an exclusive lock (kLeaks, kAll: the image must not be
 // in use; `force_share` is refused, since repairing an image another
 // process writes would corrupt it).
-Result<RepairReport> CheckAndRepair(const std::string& path, RepairMode mode, bool force_share = false);
+VHDX_API Result<RepairReport> CheckAndRepair(const std::string& path, RepairMode mode, bool force_share = false);
 
 }  // namespace vhdx

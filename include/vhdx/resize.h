@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "vhdx/export.h"
 #include "vhdx/image.h"
 #include "vhdx/status.h"
 
@@ -42,10 +43,10 @@ struct ResizeResult {
 // Refused: an image in use (locked), a smaller size unless `shrink`, a
 // differencing image shrunk below its parent's size (growing it back would
 // show the parent's data there), or grown while its parent is larger than it.
-Result<ResizeResult> ResizeImage(const std::string& path, uint64_t new_size, const ResizeOptions& options = {});
+VHDX_API Result<ResizeResult> ResizeImage(const std::string& path, uint64_t new_size, const ResizeOptions& options = {});
 // The same on an image opened read-write (with its parent, if any; the
 // options' parent_dirs are unused): resized, then closed (also when the
 // resize is refused or fails).
-Result<ResizeResult> ResizeImage(std::unique_ptr<Image> image, uint64_t new_size, const ResizeOptions& options = {});
+VHDX_API Result<ResizeResult> ResizeImage(std::unique_ptr<Image> image, uint64_t new_size, const ResizeOptions& options = {});
 
 }  // namespace vhdx

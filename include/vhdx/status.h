@@ -8,6 +8,8 @@
 #include <string>
 #include <utility>
 
+#include "vhdx/export.h"
+
 namespace vhdx {
 
 enum class Errc {
@@ -24,12 +26,12 @@ enum class Errc {
   kNoMemory,         // an allocation (or a thread) the operation needs could not be had
 };
 
-const char* ErrcName(Errc code);
+VHDX_API const char* ErrcName(Errc code);
 
 // The errno a front end reports for `code` (an NBD error, a FUSE reply, a
 // qemu-io style message): one mapping for all of them, which a front end
 // departs from only where the peer it mimics does.
-int ErrnoOf(Errc code);
+VHDX_API int ErrnoOf(Errc code);
 
 class [[nodiscard]] Status {
  public:

@@ -14,6 +14,7 @@
 #include "format/bat.h"
 #include "format/constants.h"
 #include "image_loader.h"
+#include "repair_test_util.h"
 #include "support/crash_file.h"
 #include "support/test_util.h"
 #include "util/coding.h"
@@ -23,54 +24,6 @@ namespace vhdx::test {
 namespace {
 
 using namespace format;
-
-std::string Describe(const CheckReport& r) {
-  std::string out;
-  for (const auto& f : r.findings)
-    out += fmt::format("\n  [{}] {} @{:#x}: {}", f.severity == CheckFinding::Severity::kError ? "error" : "warning",
-                       f.structure, f.offset, f.message);
-  for (const auto& l : r.leaks) out += fmt::format("\n  [leak] {:#x}+{:#x}", l.offset, l.length);
-  return out;
-}
-
-std::string Describe(const RepairReport& r) {
-  std::string out = "before:" + Describe(r.before) + "\nactions:";
-  for (const auto& a : r.actions) out += fmt::format("\n  {} @{:#x}: {}", a.structure, a.offset, a.action);
-  out += "\nnot repaired:";
-  for (const auto& f : r.not_repaired) out += fmt::format("\n  {} @{:#x}: {}", f.structure, f.offset, f.message);
-  return out + "\nafter:" + Describe(r.after);
-}
-
-// 16 MiB of 1 MiB blocks; blocks 0-5 hold distinct data.
-ImageBuilder Base(DiskType type = DiskType::kDynamic) {
-  ImageBuilder b({.type = type, .virtual_size = 16 * MiB, .block_size = 1 * MiB});
-  if (type != DiskType::kFixed)
-    for (uint64_t blk = 0; blk < 6; ++blk) b.WriteVirtual(blk * MiB, PatternBytes(MiB, 100 + blk));
-  return b;
-}
-
-// SHA-256 of each block's contents, as the image reads (empty: unreadable).
-std::vector<std::string> BlockHashes(const File& file) {
-  auto copy = std::make_unique<OverlayFile>(file, "hash-view");
-  auto image = Image::Open(std::move(copy));
-  EXPECT_TRUE(image.ok()) << image.status().message();
-  if (!image.ok()) return {};
-  std::vector<std::string> out;
-  std::vector<uint8_t> buf(MiB);
-  for (uint64_t off = 0; off < (*image)->virtual_size(); off += MiB) {
-    Status st = (*image)->Read(off, buf.data(), buf.size());
-    out.push_back(st.ok() ? Sha256Hex(buf.data(), buf.size()) : std::string());
-  }
-  return out;
-}
-
-const std::string& ZeroBlockHash() {
-  static const std::string h = [] {
-    std::vector<uint8_t> z(MiB, 0);
-    return Sha256Hex(z.data(), z.size());
-  }();
-  return h;
-}
 
 uint64_t RawBat(const File& file, const ImageBuilder& b, uint64_t index) {
   uint8_t raw[8];
@@ -113,7 +66,7 @@ void ExpectBlocks(const File& file, const std::vector<std::string>& expect, cons
 }
 
 TEST(Repair, NoneModeAndCleanImagesWriteNothing) {
-  ImageBuilder b = Base();
+  ImageBuilder b = RepairBase();
   auto file = b.BuildFile(true);
   const auto bytes = FileBytes(*file);
   for (RepairMode mode : {RepairMode::kNone, RepairMode::kLeaks, RepairMode::kAll}) {
@@ -127,7 +80,7 @@ TEST(Repair, NoneModeAndCleanImagesWriteNothing) {
 TEST(Repair, DamagedHeaderIsRewrittenFromTheValidOne) {
   for (int slot : {0, 1}) {
     SCOPED_TRACE(fmt::format("header {} damaged", slot + 1));
-    ImageBuilder b = Base();
+    ImageBuilder b = RepairBase();
     b.DamageHeader(slot);
     auto file = b.BuildFile(true);
     const auto expect = BlockHashes(*file);
@@ -161,7 +114,7 @@ TEST(Repair, DamagedHeaderIsRewrittenFromTheValidOne) {
 TEST(Repair, DamagedRegionTableIsRewrittenFromTheValidCopy) {
   for (int copy : {0, 1}) {
     SCOPED_TRACE(fmt::format("region table {} damaged", copy + 1));
-    ImageBuilder b = Base();
+    ImageBuilder b = RepairBase();
     const auto good = b.ReadFile(kRegionTableOffsets[1 - copy], kRegionTableSize);
     b.DamageRegionTable(copy);
     auto file = b.BuildFile(true);
@@ -179,7 +132,7 @@ TEST(Repair, DamagedRegionTableIsRewrittenFromTheValidCopy) {
 
 TEST(Repair, NothingIsWrittenWhenBothCopiesAreDamaged) {
   for (bool headers : {true, false}) {
-    ImageBuilder b = Base();
+    ImageBuilder b = RepairBase();
     b.WriteFile(b.AppendSpace(MiB), PatternBytes(MiB, 7));  // a leak, too
     if (headers) {
       b.DamageHeader(0);
@@ -199,7 +152,7 @@ TEST(Repair, NothingIsWrittenWhenBothCopiesAreDamaged) {
 }
 
 TEST(Repair, LeaksAreTruncatedAtTheTailAndPunchedInside) {
-  ImageBuilder b = Base();
+  ImageBuilder b = RepairBase();
   // Interior: block 2's space, its entry gone (a crash mid-release).
   const uint64_t interior = BatEntry::Decode(b.bat_entry(b.geometry().PayloadIndex(2))).file_offset;
   b.SetBlock(2, kPayloadNotPresent);
@@ -233,8 +186,32 @@ TEST(Repair, LeaksAreTruncatedAtTheTailAndPunchedInside) {
   ExpectBlocks(*file, expect, {});
 }
 
+// Damage no repair is known to be safe for is listed with its reason and
+// left as found: a reserved state (its offset may still lead to the data),
+// PARTIALLY_PRESENT without a parent.
+TEST(Repair, DamageWithoutASafeRepairIsListedAndLeft) {
+  for (uint8_t state : {uint8_t{4}, uint8_t{5}, uint8_t{kPayloadPartiallyPresent}}) {
+    SCOPED_TRACE(fmt::format("state {}", state));
+    ImageBuilder b = RepairBase();
+    b.SetBlock(2, state, OffsetOf(b, 2));
+    auto file = b.BuildFile(true);
+    const auto bytes = FileBytes(*file);
+    for (RepairMode mode : {RepairMode::kLeaks, RepairMode::kAll}) {
+      RepairReport r = Repair(*file, mode);
+      EXPECT_TRUE(r.actions.empty()) << Describe(r);
+      EXPECT_EQ(r.corruptions, 1u) << Describe(r);
+      ASSERT_EQ(r.not_repaired.size(), 1u) << Describe(r);
+      EXPECT_EQ(r.not_repaired[0].structure, "BAT entry 2");
+      EXPECT_NE(r.not_repaired[0].message.find(mode == RepairMode::kAll ? "left as found" : "`-r leaks` reclaims leaks only"),
+                std::string::npos)
+          << r.not_repaired[0].message;
+      EXPECT_EQ(FileBytes(*file), bytes);
+    }
+  }
+}
+
 TEST(Repair, LeaksModeLeavesBatDamageAlone) {
-  ImageBuilder b = Base();
+  ImageBuilder b = RepairBase();
   b.SetBlock(7, kPayloadFullyPresent, b.metadata_offset());
   auto file = b.BuildFile(true);
   const auto bytes = FileBytes(*file);
@@ -249,10 +226,6 @@ struct BatDamage {
   // Damages `b`; returns the blocks that must read zeros afterwards.
   std::function<std::set<uint64_t>(ImageBuilder&)> damage;
 };
-
-uint64_t OffsetOf(const ImageBuilder& b, uint64_t block) {
-  return BatEntry::Decode(b.bat_entry(b.geometry().PayloadIndex(block))).file_offset;
-}
 
 const BatDamage kBatDamage[] = {
     {"past_end_of_file",
@@ -305,7 +278,7 @@ const BatDamage kBatDamage[] = {
 class RepairBatTest : public ::testing::TestWithParam<BatDamage> {};
 
 TEST_P(RepairBatTest, BadEntriesReadZerosAndTheRestIsIntact) {
-  ImageBuilder b = Base();
+  ImageBuilder b = RepairBase();
   const auto expect = BlockHashes(*b.BuildFile());
   const std::set<uint64_t> zeroed = GetParam().damage(b);
   auto file = b.BuildFile(true);
@@ -333,7 +306,7 @@ INSTANTIATE_TEST_SUITE_P(Damage, RepairBatTest, ::testing::ValuesIn(kBatDamage),
                          [](const auto& p) { return std::string(p.param.name); });
 
 TEST(Repair, OverlapFindingNamesBothEntriesAndTheChoice) {
-  ImageBuilder b = Base();
+  ImageBuilder b = RepairBase();
   b.SetBlock(4, kPayloadFullyPresent, OffsetOf(b, 1));
   auto report = Check(*b.BuildFile());
   ASSERT_TRUE(report.ok());
@@ -348,7 +321,7 @@ TEST(Repair, OverlapFindingNamesBothEntriesAndTheChoice) {
 // A fixed image must stay fully allocated: a bad block gets new zeroed
 // space instead of the ZERO state.
 TEST(Repair, FixedImageBlocksGetNewZeroedSpace) {
-  ImageBuilder b = Base(DiskType::kFixed);
+  ImageBuilder b = RepairBase(DiskType::kFixed);
   for (uint64_t blk = 0; blk < 16; ++blk) b.WriteVirtual(blk * MiB, PatternBytes(MiB, 200 + blk));
   const auto expect = BlockHashes(*b.BuildFile());
   b.SetBlock(6, kPayloadFullyPresent, b.metadata_offset());
@@ -364,7 +337,7 @@ TEST(Repair, FixedImageBlocksGetNewZeroedSpace) {
 // Differencing: a sector bitmap over the BAT region becomes NOT_PRESENT,
 // and so its chunk's PARTIALLY_PRESENT block cannot stay: it becomes ZERO.
 TEST(Repair, BadSectorBitmapTakesItsPartialBlocksToZero) {
-  ImageBuilder b = Base(DiskType::kDifferencing);
+  ImageBuilder b = RepairBase(DiskType::kDifferencing);
   const Geometry& g = b.geometry();
   b.SetBlock(10, kPayloadPartiallyPresent, b.AppendSpace(MiB));
   b.SetBatEntry(g.BitmapIndex(0), kSectorBitmapPresent, b.bat_offset());
@@ -381,7 +354,7 @@ TEST(Repair, BadSectorBitmapTakesItsPartialBlocksToZero) {
 }
 
 TEST(Repair, DirtyLogIsReplayedThenTheRestRepaired) {
-  ImageBuilder b = Base();
+  ImageBuilder b = RepairBase();
   b.DamageRegionTable(1);
   const uint64_t space = b.AppendSpace(MiB);
   b.WriteFile(space, PatternBytes(MiB, 55));
@@ -403,7 +376,7 @@ TEST(Repair, DirtyLogIsReplayedThenTheRestRepaired) {
 // reads zeros or still fails to read, no new error appears, and a second
 // repair leaves it clean.
 TEST(RepairCrash, BatRepairIsCrashSafe) {
-  ImageBuilder b = Base();
+  ImageBuilder b = RepairBase();
   const auto expect = BlockHashes(*b.BuildFile());
   b.SetBlock(4, kPayloadFullyPresent, OffsetOf(b, 1));  // overlap: blocks 1 and 4
   b.SetBlock(9, kPayloadFullyPresent, b.metadata_offset());

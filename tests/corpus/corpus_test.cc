@@ -264,16 +264,25 @@ std::vector<CorpusImage> ImagesOrPlaceholder() {
 }
 INSTANTIATE_TEST_SUITE_P(Manifest, CorpusImageTest, ::testing::ValuesIn(ImagesOrPlaceholder()), TestName);
 
+// The corpus image QEMU left with a dirty log: why the tests of it cannot
+// run here ("" when they can), and its manifest entry.
+const CorpusImage* FindDirtyLogImage() {
+  const auto& images = LoadCorpusManifest().images;
+  auto it = std::find_if(images.begin(), images.end(), [](const CorpusImage& i) { return i.file == kDirtyLogImage; });
+  return it == images.end() ? nullptr : &*it;
+}
+std::string MissingDirtyLogImage() {
+  if (std::string missing = MissingCorpus(); !missing.empty()) return missing;
+  return FindDirtyLogImage() ? "" : std::string(kDirtyLogImage) + " is not in the corpus manifest";
+}
+const CorpusImage& DirtyLogImage() { return *FindDirtyLogImage(); }  // after MissingDirtyLogImage()
+
 // The dirty-log image: we read the replayed content without touching the
 // file, where QEMU refuses a read-only open and must repair a copy first.
 TEST(CorpusDirtyLogTest, ReadOnlyReadMatchesQemuRepairedCopy) {
-  VHDX_REQUIRE(MissingCorpus());
-  const auto& images = LoadCorpusManifest().images;
-  auto it = std::find_if(images.begin(), images.end(),
-                         [](const CorpusImage& i) { return i.file == kDirtyLogImage; });
-  VHDX_REQUIRE(it == images.end() ? std::string(kDirtyLogImage) + " is not in the corpus manifest" : "");
+  VHDX_REQUIRE(MissingDirtyLogImage());
   VHDX_REQUIRE(MissingTools({"qemu-img"}));
-  const CorpusImage& m = *it;
+  const CorpusImage& m = DirtyLogImage();
   ASSERT_TRUE(m.dirty_log);
   std::string path = DecompressCorpusImage(m.file);
   std::string before = Sha256OfFile(path);
@@ -310,12 +319,8 @@ TEST(CorpusDirtyLogTest, ReadOnlyReadMatchesQemuRepairedCopy) {
 // all` does): afterwards the image is clean, reads the same content, keeps
 // its DataWriteGuid (children stay linked), and QEMU opens it read-only.
 TEST(CorpusDirtyLogTest, CheckRepairReplaysTheLogIntoTheFile) {
-  VHDX_REQUIRE(MissingCorpus());
-  const auto& images = LoadCorpusManifest().images;
-  auto it = std::find_if(images.begin(), images.end(),
-                         [](const CorpusImage& i) { return i.file == kDirtyLogImage; });
-  VHDX_REQUIRE(it == images.end() ? std::string(kDirtyLogImage) + " is not in the corpus manifest" : "");
-  const CorpusImage& m = *it;
+  VHDX_REQUIRE(MissingDirtyLogImage());
+  const CorpusImage& m = DirtyLogImage();
   std::string copy = ScratchPath("dirty-repaired.vhdx");
   std::filesystem::copy_file(DecompressCorpusImage(m.file), copy,
                              std::filesystem::copy_options::overwrite_existing);
@@ -364,12 +369,8 @@ TEST(CorpusDirtyLogTest, CheckRepairReplaysTheLogIntoTheFile) {
 // reads as the manifest's content followed by zeros, with a clean log, and
 // qemu-img checks it clean.
 TEST(CorpusDirtyLogTest, ResizeReplaysTheLogFirst) {
-  VHDX_REQUIRE(MissingCorpus());
-  const auto& images = LoadCorpusManifest().images;
-  auto it = std::find_if(images.begin(), images.end(),
-                         [](const CorpusImage& i) { return i.file == kDirtyLogImage; });
-  VHDX_REQUIRE(it == images.end() ? std::string(kDirtyLogImage) + " is not in the corpus manifest" : "");
-  const CorpusImage& m = *it;
+  VHDX_REQUIRE(MissingDirtyLogImage());
+  const CorpusImage& m = DirtyLogImage();
   std::string copy = ScratchPath("dirty-resized.vhdx");
   std::filesystem::copy_file(DecompressCorpusImage(m.file), copy,
                              std::filesystem::copy_options::overwrite_existing);
@@ -408,12 +409,8 @@ TEST(CorpusDirtyLogTest, ResizeReplaysTheLogFirst) {
 // untouched original; after Close the file is clean (LogGuid zero), checks
 // clean, and QEMU, which refuses the dirty original, reads the same bytes.
 TEST(CorpusDirtyLogTest, ReadWriteOpenReplaysTheLogAndClosesClean) {
-  VHDX_REQUIRE(MissingCorpus());
-  const auto& images = LoadCorpusManifest().images;
-  auto it = std::find_if(images.begin(), images.end(),
-                         [](const CorpusImage& i) { return i.file == kDirtyLogImage; });
-  VHDX_REQUIRE(it == images.end() ? std::string(kDirtyLogImage) + " is not in the corpus manifest" : "");
-  const CorpusImage& m = *it;
+  VHDX_REQUIRE(MissingDirtyLogImage());
+  const CorpusImage& m = DirtyLogImage();
   const std::string original = DecompressCorpusImage(m.file);
   const std::string original_sha256 = Sha256OfFile(original);
   std::string copy = ScratchPath("dirty-rw-open.vhdx");

@@ -102,6 +102,7 @@ void ContentDigest(const Image& image, LibraryOutcome* out) {
   out->digest = h.Final();
   if (image.virtual_size() <= kFullReadLimit) {
     test::Sha256Stream whole;
+    std::vector<std::string> mib_hashes;
     for (uint64_t off = 0; off < image.virtual_size();) {
       size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), image.virtual_size() - off));
       Status s = image.Read(off, buf.data(), n);
@@ -110,9 +111,11 @@ void ContentDigest(const Image& image, LibraryOutcome* out) {
         return;
       }
       whole.Update(buf.data(), n);
+      mib_hashes.push_back(test::Sha256Hex(buf.data(), n).substr(0, 16));
       off += n;
     }
     out->full_sha256 = whole.Final();
+    out->mib_sha256 = fmt::format("{}", fmt::join(mib_hashes, ","));
   }
 }
 
@@ -220,6 +223,7 @@ std::string Serialize(const LibraryOutcome& o) {
   put("check_corruptions", std::to_string(o.check_corruptions));
   put("check_leaks", std::to_string(o.check_leaks));
   put("check_first_error", o.check_first_error);
+  put("mib_sha256", o.mib_sha256);
   put("end", "1");
   return s;
 }
@@ -251,6 +255,7 @@ LibraryOutcome Deserialize(const std::string& s) {
   o.check_corruptions = std::stoull(kv["check_corruptions"]);
   o.check_leaks = std::stoull(kv["check_leaks"]);
   o.check_first_error = kv["check_first_error"];
+  o.mib_sha256 = kv["mib_sha256"];
   return o;
 }
 
@@ -367,7 +372,7 @@ LibraryOutcome Failed(std::string why) {
 // What `timeout 20 prlimit --as=2G vhdx ...` would do, without a shell and
 // two more execs. vfork: the test binary holds the images, and copying its
 // page tables on every run adds up.
-CliRun RunCli(const std::vector<std::string>& args) {
+CliRun RunCli(const std::vector<std::string>& args, const std::string& stdout_path) {
   CliRun run;
   const std::string cli = test::CliPath();
   std::vector<char*> argv{const_cast<char*>(cli.c_str())};
@@ -389,7 +394,8 @@ CliRun RunCli(const std::vector<std::string>& args) {
   const rlimit limit{kMemoryLimit, kMemoryLimit};
 
   int fds[2];
-  int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  int null = stdout_path.empty() ? open("/dev/null", O_WRONLY | O_CLOEXEC)
+                                 : open(stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (null < 0 || pipe2(fds, O_CLOEXEC) != 0) {
     run.failure = "cannot set up the child's output";
     return run;

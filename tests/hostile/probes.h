@@ -27,6 +27,9 @@ struct LibraryOutcome {
   std::string inconsistency;
   std::string digest;       // ContentDigest when everything read fine
   std::string full_sha256;  // SHA-256 of the whole disk when it is at most kFullReadLimit
+  // With full_sha256: the first 16 hex digits of each MiB's SHA-256, comma-separated
+  // (which parts of the disk read as before, after a repair).
+  std::string mib_sha256;
   std::string check_error;  // Check() itself failed (it must not on a memory file)
   uint64_t check_errors = 0;
   uint64_t check_warnings = 0;
@@ -55,9 +58,10 @@ struct CliRun {
   std::string failure;  // crashed, hung or ran out of memory
   std::string stderr_text;
 };
-// Runs `vhdx ARGS...` directly (no shell) with stdout discarded, under the
-// same deadline and address-space limit as ProbeLibrary.
-CliRun RunCli(const std::vector<std::string>& args);
+// Runs `vhdx ARGS...` directly (no shell) with stdout discarded (or written
+// to `stdout_path`), under the same deadline and address-space limit as
+// ProbeLibrary.
+CliRun RunCli(const std::vector<std::string>& args, const std::string& stdout_path = "");
 
 // An image file for the CLI to run on. Write() brings it to a new version
 // of the image writing only the bytes that differ from what is on disk (the

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "interop/nbd_util.h"
 #include "support/test_util.h"
 
 namespace vhdx::test {
@@ -57,67 +58,6 @@ CommandResult VhdxStdout(const std::string& args) {
   return Run("{ " + CliPath() + " " + args + " 2>/dev/null; }");
 }
 
-json ParseJson(const std::string& text) {
-  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) {
-    ADD_FAILURE() << "not JSON:\n" << text;
-    return json();
-  }
-  return j;
-}
-
-// SHA-256 of a file, with its holes fed as zeros without reading them (a
-// sparse copy of a 10 GiB disk is mostly holes).
-std::string SparseSha256(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY);
-  if (fd < 0) return "cannot open " + path;
-  const off_t size = lseek(fd, 0, SEEK_END);
-  Sha256Stream sha;
-  std::vector<uint8_t> buf(4 * kMiB);
-  const std::vector<uint8_t> zeros(4 * kMiB, 0);
-  off_t pos = 0;
-  while (pos < size) {
-    off_t data = lseek(fd, pos, SEEK_DATA);
-    if (data < 0) data = size;  // ENXIO: only a hole is left
-    for (off_t n; pos < data; pos += n) {
-      n = std::min<off_t>(data - pos, static_cast<off_t>(zeros.size()));
-      sha.Update(zeros.data(), static_cast<size_t>(n));
-    }
-    off_t hole = lseek(fd, pos, SEEK_HOLE);
-    if (hole < 0) hole = size;
-    while (pos < hole) {
-      ssize_t n = pread(fd, buf.data(), std::min<size_t>(buf.size(), hole - pos), pos);
-      if (n <= 0) {
-        close(fd);
-        return "read error in " + path;
-      }
-      sha.Update(buf.data(), static_cast<size_t>(n));
-      pos += n;
-    }
-  }
-  close(fd);
-  return sha.Final();
-}
-
-// One NBD block-status range: offset, length, NBD type (bit 0 hole, bit 1
-// zero).
-struct NbdExtent {
-  uint64_t offset, length;
-  int type;
-  bool operator==(const NbdExtent&) const = default;
-};
-
-std::ostream& operator<<(std::ostream& os, const NbdExtent& e) {
-  return os << "{" << e.offset << "+" << e.length << " type " << e.type << "}";
-}
-
-void AppendMerged(std::vector<NbdExtent>* out, NbdExtent e) {
-  if (!out->empty() && out->back().type == e.type && out->back().offset + out->back().length == e.offset)
-    out->back().length += e.length;
-  else
-    out->push_back(e);
-}
-
 class NbdkitTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -156,19 +96,10 @@ TEST_F(NbdkitTest, InfoAndBlockStatusMatchVhdxMap) {
 
   CommandResult map = Serve("file=" + ShellQuote(disk_), "nbdinfo --map --json \"$uri\"");
   ASSERT_EQ(map.exit_code, 0) << map.output;
-  std::vector<NbdExtent> served;
-  for (const json& x : ParseJson(map.output))
-    AppendMerged(&served, {x["offset"].get<uint64_t>(), x["length"].get<uint64_t>(), x["type"].get<int>()});
-
+  const std::vector<NbdExtent> served = ExtentsOfNbdinfoMap(ParseJson(map.output));
   CommandResult ours = VhdxStdout("map --output=json " + ShellQuote(disk_));
   ASSERT_EQ(ours.exit_code, 0) << ours.output;
-  std::vector<NbdExtent> expected;
-  for (const json& x : ParseJson(ours.output)) {
-    // Block status as qemu's NBD server reports it: a hole where no file
-    // bytes back the range, zero where it reads as zeros.
-    int type = x["data"].get<bool>() ? 0 : (x["zero"].get<bool>() ? 3 : 0);
-    AppendMerged(&expected, {x["start"].get<uint64_t>(), x["length"].get<uint64_t>(), type});
-  }
+  const std::vector<NbdExtent> expected = ExtentsOfVhdxMap(ParseJson(ours.output));
   EXPECT_EQ(served, expected);
   // The disk has both kinds, so the comparison above means something.
   std::vector<NbdExtent> want = {{0, 2 * kMiB, 3},        {2 * kMiB, kMiB, 0},  {3 * kMiB, 7 * kMiB, 3},

@@ -40,7 +40,7 @@ void PatchFile(const std::string& path, uint64_t offset, const std::vector<uint8
 class RepairInteropTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!HaveTool("qemu-img") || !HaveTool("qemu-io")) GTEST_SKIP() << "qemu-img / qemu-io not installed";
+    VHDX_REQUIRE(MissingTools({"qemu-img", "qemu-io"}));
     image_ = ScratchPath("repair-interop.vhdx");
     raw_ = ScratchPath("repair-interop.raw");
     std::filesystem::remove(image_);

@@ -232,8 +232,12 @@ QemuNbdServer::QemuNbdServer(const std::string& image, bool read_only) : pidfile
 
 void QemuNbdServer::Stop() {
   if (pidfile_.empty()) return;
+  // SIGTERM, then SIGKILL after 10 s: a qemu-nbd that ignores the first
+  // (seen once, in the middle of a client's disconnect) must not hang the
+  // test that waits for it to let go of the image's lock.
   const std::string pid = "$(cat " + ShellQuote(pidfile_) + ")";
-  Run("kill " + pid + " && while kill -0 " + pid + " 2>/dev/null; do sleep 0.05; done; rm -f " + ShellQuote(pidfile_));
+  Run("p=" + pid + "; kill $p && for i in $(seq 200); do kill -0 $p 2>/dev/null || break; sleep 0.05; done; "
+      "kill -KILL $p 2>/dev/null; while kill -0 $p 2>/dev/null; do sleep 0.05; done; rm -f " + ShellQuote(pidfile_));
   pidfile_.clear();
 }
 

@@ -27,6 +27,17 @@ int main(int argc, char** argv) {
   RegisterResize(app, result);
   RegisterCompact(app, result);
   RegisterMount(app, result);
+  // CLI11 takes an unknown first word for a stray argument ("A subcommand
+  // is required"), and with --help after it prints the main help and exits
+  // 0. Name it, and fail as any other usage error.
+  if (argc > 1 && argv[1][0] != '-') {
+    try {
+      app.get_subcommand(argv[1]);
+    } catch (const CLI::OptionNotFound&) {
+      fmt::print(stderr, "vhdx: unknown subcommand '{}' (`vhdx --help` lists them)\n", argv[1]);
+      return kExitUsage;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

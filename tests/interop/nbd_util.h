@@ -1,0 +1,39 @@
+// What the tests of the nbdkit plugin and filter share: NBD block status
+// as comparable extents, JSON parsing that fails the test instead of
+// throwing, and hashes of sparse copies.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace vhdx::test {
+
+// `text` as JSON; an ADD_FAILURE and null when it is not.
+nlohmann::json ParseJson(const std::string& text);
+
+// SHA-256 of a file, with its holes fed as zeros without reading them (a
+// sparse copy of a 10 GiB disk is mostly holes).
+std::string SparseSha256(const std::string& path);
+
+// One NBD block-status range: offset, length, NBD type (bit 0 hole, bit 1
+// zero).
+struct NbdExtent {
+  uint64_t offset, length;
+  int type;
+  bool operator==(const NbdExtent&) const = default;
+};
+std::ostream& operator<<(std::ostream& os, const NbdExtent& e);
+// Appends `e`, merged into the last extent when they touch and agree.
+void AppendMerged(std::vector<NbdExtent>* out, NbdExtent e);
+
+// `nbdinfo --map --json` output as merged extents.
+std::vector<NbdExtent> ExtentsOfNbdinfoMap(const nlohmann::json& map);
+// `vhdx map --output=json` output as the block status an NBD server
+// derives from it (qemu's rule, which the plugin and filter follow): a hole
+// reading zeros where no file bytes back the range, else data.
+std::vector<NbdExtent> ExtentsOfVhdxMap(const nlohmann::json& map);
+
+}  // namespace vhdx::test

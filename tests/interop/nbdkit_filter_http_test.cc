@@ -1,0 +1,274 @@
+// The nbdkit filter over nbdkit's curl plugin, against a real web server
+// (lighttpd, started by the test on 127.0.0.1 and stopped after): every
+// corpus image copies to its manifest hash and maps as `vhdx map`; an open
+// costs few requests to the plugin (nbdkit's log filter counts them); a 404, a
+// truncated file and a server killed in the middle of a copy each give a
+// clear error through NBD, never a hang or wrong data.
+#include <arpa/inet.h>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "corpus/manifest.h"
+#include "interop/nbd_util.h"
+#include "support/test_util.h"
+
+namespace vhdx::test {
+
+void PrintTo(const CorpusImage& image, std::ostream* os) { *os << image.file; }
+
+namespace {
+
+namespace fs = std::filesystem;
+
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
+std::string FilterPath() { return (fs::path(NbdkitPluginPath()).parent_path() / "nbdkit-vhdx-filter.so").string(); }
+
+std::string Missing() {
+  if (std::string m = MissingTools({"nbdkit", "nbdinfo", "nbdcopy", "lighttpd"}); !m.empty()) return m;
+  if (test::Run("nbdkit curl --version >/dev/null 2>&1").exit_code != 0) return "nbdkit's curl plugin is not installed";
+  return fs::exists(FilterPath()) ? "" : FilterPath() + " was not built (no nbdkit-filter.h)";
+}
+
+// A free TCP port on 127.0.0.1 (the kernel's choice, released at once).
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+bool Accepts(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const bool ok = fd >= 0 && connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  if (fd >= 0) close(fd);
+  return ok;
+}
+
+// lighttpd serving `root` (byte ranges, as for any static file) on a free
+// port of 127.0.0.1. Stopped (SIGTERM, then SIGKILL) when destroyed.
+class WebServer {
+ public:
+  WebServer(const std::string& root, const std::string& dir) {
+    port_ = FreePort();
+    const std::string conf = dir + "/lighttpd.conf";
+    std::ofstream(conf) << fmt::format(
+        "server.document-root = \"{}\"\nserver.bind = \"127.0.0.1\"\nserver.port = {}\n"
+        "server.errorlog = \"{}/error.log\"\nmimetype.assign = (\"\" => \"application/octet-stream\")\n",
+        root, port_, dir);
+    pid_ = fork();
+    if (pid_ == 0) {
+      execlp("lighttpd", "lighttpd", "-D", "-f", conf.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    for (int i = 0; i < 200 && !Accepts(port_); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    up_ = Accepts(port_);
+  }
+  ~WebServer() { Stop(); }
+  void Stop() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGTERM);
+    for (int i = 0; i < 200; ++i) {
+      if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
+        pid_ = -1;
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+  void Kill() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+  bool up() const { return up_; }
+  std::string Url(const std::string& name) const { return fmt::format("http://127.0.0.1:{}/{}", port_, name); }
+
+ private:
+  int port_ = -1;
+  pid_t pid_ = -1;
+  bool up_ = false;
+};
+
+// nbdkit with the filter over the curl plugin for `url`, running `client`
+// ($uri names the export). Under a timeout: a stuck transfer fails the test.
+// `below`: more filters between ours and curl; `params`: their parameters.
+CommandResult ServeUrl(const std::string& url, const std::string& client, int seconds = 300,
+                       const std::string& below = "", const std::string& params = "") {
+  std::string prefix, client_prefix;
+  if (kSanitized) {
+    prefix = "LD_PRELOAD=\"$(gcc -print-file-name=libasan.so)\" ASAN_OPTIONS=detect_leaks=0 ";
+    client_prefix = "unset LD_PRELOAD ASAN_OPTIONS; ";
+  }
+  return test::Run(prefix + fmt::format("timeout -k 5 {} nbdkit -r -U - --filter={} {} curl {} {} --run {}", seconds,
+                                        ShellQuote(FilterPath()), below, ShellQuote(url), params,
+                                        ShellQuote(client_prefix + client)));
+}
+
+// Reads nbdkit's log filter logged ("Read id=N ...", one per request).
+size_t ReadsLogged(const std::string& log) {
+  std::ifstream in(log);
+  size_t n = 0;
+  for (std::string line; std::getline(in, line);) n += line.find(" Read id=") != std::string::npos;
+  return n;
+}
+
+class FilterHttpTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    VHDX_REQUIRE(Missing());
+    dir_ = ScratchPath(::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ + "/www");
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string dir_;
+};
+
+std::vector<CorpusImage> ImagesOrPlaceholder() {
+  std::vector<CorpusImage> images = LoadCorpusManifest().images;
+  std::erase_if(images, [](const CorpusImage& i) { return i.type == "differencing"; });
+  if (images.empty()) {
+    CorpusImage none;
+    none.file = "none";
+    images.push_back(none);
+  }
+  return images;
+}
+
+std::string TestName(const ::testing::TestParamInfo<CorpusImage>& info) {
+  std::string name = info.param.file.substr(0, info.param.file.find('.'));
+  std::erase_if(name, [](char c) { return !std::isalnum(static_cast<unsigned char>(c)); });
+  return name;
+}
+
+class FilterHttpCorpusTest : public ::testing::TestWithParam<CorpusImage> {};
+
+TEST_P(FilterHttpCorpusTest, CopiesAndMapsAsConvertAndMapInFewRequests) {
+  VHDX_REQUIRE(MissingCorpus());
+  VHDX_REQUIRE(Missing());
+  const CorpusImage& m = GetParam();
+  const std::string dir = ScratchPath("filter-http-" + TestName({m, 0}));
+  fs::remove_all(dir);
+  fs::create_directories(dir + "/www");
+  fs::copy_file(DecompressCorpusImage(m.file), dir + "/www/image.vhdx");
+  WebServer web(dir + "/www", dir);
+  ASSERT_TRUE(web.up()) << "lighttpd did not start";
+
+  // One open: the size, nothing read of the disk. nbdkit's log filter
+  // between ours and curl logs every request we make of the plugin.
+  const std::string log = dir + "/requests.log";
+  CommandResult r = ServeUrl(web.Url("image.vhdx"), "nbdinfo --size \"$uri\"", 300, "--filter=log",
+                             "logfile=" + ShellQuote(log));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(std::stoull(r.output), m.virtual_size);
+  const size_t per_open = ReadsLogged(log);
+  // The header section and the metadata region, 1 MiB each; the issue
+  // allows 6 (for a 16 GiB image: these images are 64 MiB to 10 GiB).
+  EXPECT_LE(per_open, 6u) << "requests to the plugin for one open";
+  EXPECT_GE(per_open, 1u);
+
+  const std::string copy = dir + "/copy.raw", map = dir + "/map.json";
+  r = ServeUrl(web.Url("image.vhdx"), fmt::format("nbdcopy \"$uri\" {} && nbdinfo --map --json \"$uri\" > {}",
+                                                 ShellQuote(copy), ShellQuote(map)));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(SparseSha256(copy), m.content_sha256) << "nbdcopy through the filter over HTTP";
+  const auto ours = test::Run("{ " + CliPath() + " map --output=json " + ShellQuote(dir + "/www/image.vhdx") +
+                              " 2>/dev/null; }");
+  ASSERT_EQ(ours.exit_code, 0) << ours.output;
+  const std::vector<uint8_t> map_text = ReadWholeFile(map);
+  EXPECT_EQ(ExtentsOfNbdinfoMap(ParseJson(std::string(map_text.begin(), map_text.end()))),
+            ExtentsOfVhdxMap(ParseJson(ours.output)));
+  fmt::print("{}: {} requests to the curl plugin per open\n", m.file, per_open);
+  web.Stop();
+  fs::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Manifest, FilterHttpCorpusTest, ::testing::ValuesIn(ImagesOrPlaceholder()), TestName);
+
+TEST_F(FilterHttpTest, MissingFileIsAClearError) {
+  WebServer web(dir_ + "/www", dir_);
+  ASSERT_TRUE(web.up());
+  CommandResult r = ServeUrl(web.Url("nothing.vhdx"), "nbdinfo --size \"$uri\"", 60);
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.exit_code, 124) << "timed out: " << r.output;
+  EXPECT_NE(r.output.find("404"), std::string::npos) << r.output;
+}
+
+// A copy cut short (inside the BAT, then inside the data) is refused at
+// open or fails the read that reaches the missing bytes: never zeros in
+// their place.
+TEST_F(FilterHttpTest, TruncatedFileFailsTheReadNeverReadsZeros) {
+  const std::string image = dir_ + "/www/cut.vhdx";
+  ASSERT_EQ(test::Run(CliPath() + " create --block-size 1M " + ShellQuote(image) + " 64M").exit_code, 0);
+  ASSERT_EQ(test::Run(CliPath() + " io -c 'write -P 0x5a 0 8M' " + ShellQuote(image)).exit_code, 0);
+  const uint64_t full = fs::file_size(image);
+  WebServer web(dir_ + "/www", dir_);
+  ASSERT_TRUE(web.up());
+  for (const uint64_t size : {uint64_t{3} << 20, full - (2 << 20)}) {
+    SCOPED_TRACE(fmt::format("cut at {:#x} of {:#x}", size, full));
+    ASSERT_EQ(::truncate(image.c_str(), static_cast<off_t>(size)), 0);
+    CommandResult r = ServeUrl(web.Url("cut.vhdx"), "nbdcopy \"$uri\" " + ShellQuote(dir_ + "/out.raw"), 60);
+    EXPECT_NE(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.exit_code, 124) << "timed out: " << r.output;
+    EXPECT_NE(r.output.find("vhdx: "), std::string::npos) << r.output;
+  }
+}
+
+// The web server killed while nbdcopy reads through the filter: the copy
+// fails with an error in reasonable time. nbdkit's delay filter, between
+// ours and curl, slows each request (20 ms) so that the copy of 256 MiB of
+// data is still running when the server dies.
+TEST_F(FilterHttpTest, ServerKilledMidCopyFailsTheCopy) {
+  const std::string image = dir_ + "/www/big.vhdx";
+  ASSERT_EQ(test::Run(CliPath() + " create --block-size 1M " + ShellQuote(image) + " 1G").exit_code, 0);
+  ASSERT_EQ(test::Run(CliPath() + " io -c 'write -P 0x33 0 256M' " + ShellQuote(image)).exit_code, 0);
+  WebServer web(dir_ + "/www", dir_);
+  ASSERT_TRUE(web.up());
+  std::thread killer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    web.Kill();
+  });
+  const auto started = std::chrono::steady_clock::now();
+  CommandResult r = ServeUrl(web.Url("big.vhdx"), "nbdcopy \"$uri\" " + ShellQuote(dir_ + "/out.raw"), 120,
+                             "--filter=delay", "rdelay=20ms");
+  killer.join();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.exit_code, 124) << "timed out: " << r.output;
+  EXPECT_LT(seconds, 100) << r.output;
+}
+
+}  // namespace
+}  // namespace vhdx::test
