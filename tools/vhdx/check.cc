@@ -2,11 +2,8 @@
 // need no guessing (include/vhdx/repair.h), as qemu-img check.
 #include <fmt/format.h>
 
-#include <optional>
-
-#include <nlohmann/json.hpp>
-
 #include "common.h"
+#include "vhdx/json.h"
 #include "vhdx/repair.h"
 
 namespace vhdx::cli {
@@ -16,36 +13,6 @@ namespace {
 // not run, 2 corruptions left, 3 only leaks left.
 constexpr int kExitCorruptions = 2;
 constexpr int kExitLeaks = 3;
-
-// File offset of the parent locator metadata item (0 if it has none).
-uint64_t ParentLocatorOffset(const ImageInfo& info) {
-  for (const auto& region : info.regions)
-    if (region.name == "metadata")
-      for (const auto& item : info.metadata_items)
-        if (item.name == "parent_locator") return region.file_offset + item.offset;
-  return 0;
-}
-
-const char* SeverityName(const CheckFinding& f) {
-  return f.severity == CheckFinding::Severity::kError ? "error" : "warning";
-}
-
-nlohmann::ordered_json FindingsJson(const std::vector<CheckFinding>& findings) {
-  auto out = nlohmann::ordered_json::array();
-  for (const auto& f : findings)
-    out.push_back({{"severity", SeverityName(f)},
-                   {"structure", f.structure},
-                   {"offset", f.offset},
-                   {"message", f.message},
-                   {"corruption", f.corruption()}});
-  return out;
-}
-
-nlohmann::ordered_json LeaksJson(const CheckReport& r) {
-  auto out = nlohmann::ordered_json::array();
-  for (const auto& l : r.leaks) out.push_back({{"offset", l.offset}, {"length", l.length}, {"units", l.units}});
-  return out;
-}
 
 void PrintFindings(const CheckReport& r) {
   for (const auto& f : r.findings)
@@ -84,68 +51,20 @@ void RegisterCheck(CLI::App& app, int& result) {
     const RepairMode mode = repair == "all"     ? RepairMode::kAll
                             : repair == "leaks" ? RepairMode::kLeaks
                                                 : RepairMode::kNone;
-    auto repaired = CheckAndRepair(path, mode, ForceShare());
-    if (!repaired.ok()) {
-      result = Fail(path, repaired.status());
+    // The library does the check (with the parent chain's open) and
+    // renders the JSON: the C API's vhdx_check gives the same text.
+    auto checked = CheckImage(path, {.mode = mode, .force_share = ForceShare(), .parent_dirs = parent_dirs});
+    if (!checked.ok()) {
+      result = Fail(path, checked.status());
       return;
     }
-    RepairReport& rep = *repaired;
-    CheckReport& r = rep.after;
-    // A differencing image is only usable with its chain: when the file
-    // itself is sound, opening the chain (finding each parent, checking its
-    // linkage and sector size) is part of the check. A failure means the
-    // virtual disk could not be checked (as qemu-img, which cannot open
-    // the image then): exit status 1.
-    std::string chain_error;
-    // qemu-img's cluster counts: payload blocks, and those holding data.
-    std::optional<uint64_t> total_clusters, allocated_clusters;
-    if (r.corruptions() == 0) {
-      auto alone = Image::Open(path, FileOnlyOpenOptions());
-      if (alone.ok()) {
-        total_clusters = (*alone)->info().payload_blocks;
-        if (auto summary = (*alone)->CountAllocation(); summary.ok())
-          allocated_clusters = summary->payload[6] + summary->payload[7];  // FULLY / PARTIALLY_PRESENT
-      }
-      if (alone.ok() && (*alone)->info().type == DiskType::kDifferencing) {
-        auto chain = Image::Open(path, ChainOpenOptions(parent_dirs));
-        if (!chain.ok()) {
-          r.findings.push_back({CheckFinding::Severity::kError, "parent locator",
-                                ParentLocatorOffset((*alone)->info()), chain.status().message()});
-          chain_error = "the parent chain cannot be opened: " + chain.status().message();
-        }
-      }
-    }
+    const RepairReport& rep = checked->report;
+    const CheckReport& r = rep.after;
+    const std::string& chain_error = checked->chain_error;
     const uint64_t corruptions = r.corruptions();
     const uint64_t leaks = r.leaked_units();
     if (output == "json") {
-      nlohmann::ordered_json j;
-      j["filename"] = path;
-      j["format"] = "vhdx";
-      j["check-errors"] = r.errors();
-      if (mode == RepairMode::kAll) j["log-entries-replayed"] = rep.log_entries_replayed;
-      j["warnings"] = r.warnings();
-      j["bat-entries-checked"] = r.bat_entries_checked;
-      j["corruptions"] = corruptions;
-      j["leaks"] = leaks;
-      j["corruptions-fixed"] = rep.corruptions_fixed;
-      j["leaks-fixed"] = rep.leaks_fixed;
-      j["image-end-offset"] = rep.image_end_offset;
-      if (total_clusters) j["total-clusters"] = *total_clusters;
-      if (allocated_clusters) j["allocated-clusters"] = *allocated_clusters;
-      j["findings"] = FindingsJson(r.findings);
-      j["leaked-ranges"] = LeaksJson(r);
-      if (mode != RepairMode::kNone) {
-        j["findings-before-repair"] = FindingsJson(rep.before.findings);
-        j["repairs"] = nlohmann::ordered_json::array();
-        for (const auto& a : rep.actions)
-          j["repairs"].push_back({{"structure", a.structure},
-                                  {"offset", a.offset},
-                                  {"action", a.action},
-                                  {"data-lost", a.data_lost},
-                                  {"leak", a.leak}});
-        j["not-repaired"] = FindingsJson(rep.not_repaired);
-      }
-      fmt::print("{}\n", j.dump(4));
+      fmt::print("{}\n", CheckJson(*checked));
     } else {
       if (mode == RepairMode::kNone) {
         PrintFindings(r);
