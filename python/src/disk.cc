@@ -2,6 +2,7 @@
 // runs with the GIL released (Disk::Run), so Python threads reading one
 // image (or different ones) proceed in parallel.
 #include "disk.h"
+#include "vhdx/json.h"
 
 #include <Python.h>
 
@@ -94,23 +95,17 @@ py::list MapBatch(const Disk& d, uint64_t start, uint64_t length, size_t limit) 
   return out;
 }
 
+// The fields of `vhdx info --output=json`, as the CLI and the C API render
+// them (include/vhdx/json.h): one rendering, parsed here.
 py::dict Info(const Disk& d) {
-  AllocationSummary alloc;
-  uint64_t actual_size = 0;
+  std::string text;
   d.Run([&](Image& img) -> Status {
-    auto counted = img.CountAllocation();
-    if (!counted.ok()) return counted.status();
-    alloc = *counted;
-    // "actual-size" as the CLI shows it: the host file's allocated bytes
-    // (0 when it cannot be had, e.g. the file went away).
-    auto file = OpenPosixFile(img.info().filename, false);
-    if (file.ok()) {
-      auto allocated = (*file)->AllocatedSize();
-      if (allocated.ok()) actual_size = *allocated;
-    }
+    auto summary = SummarizeImage(img);
+    if (!summary.ok()) return summary.status();
+    text = InfoJson(*summary);
     return Status::Ok();
   });
-  return d.Inspect([&](const Image& image) { return InfoDict(image, alloc, actual_size); });
+  return py::module_::import("json").attr("loads")(text);
 }
 
 py::dict WriteStatsDict(const Disk& d) {

@@ -55,7 +55,6 @@ class Disk {
 };
 
 // info(): the fields of `vhdx info --output=json` (tools/vhdx/info.cc).
-py::dict InfoDict(const Image& image, const AllocationSummary& alloc, uint64_t actual_size);
 py::dict CheckReportDict(const CheckReport& report);
 py::dict FindingDict(const CheckFinding& f);
 

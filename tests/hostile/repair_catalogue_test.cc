@@ -271,6 +271,14 @@ void RepairVariant(const Damage& damage, const Bytes& damaged, const BaseImage& 
   std::filesystem::remove(path);
 }
 
+// Under the sanitizers each CLI run costs several times more: every third
+// damage there (the Release run takes them all).
+#if defined(__SANITIZE_ADDRESS__)
+constexpr int kStride = 3;
+#else
+constexpr int kStride = 1;
+#endif
+
 class RepairCatalogueTest : public testing::TestWithParam<std::string> {};
 
 TEST_P(RepairCatalogueTest, RepairAllIsSafeOnEveryDamage) {
@@ -283,8 +291,10 @@ TEST_P(RepairCatalogueTest, RepairAllIsSafeOnEveryDamage) {
   const std::string path = test::ScratchPath("repair-" + base.name + ".vhdx");
   Tally tally;
   Bytes image;
+  int index = 0;
   for (const Damage& damage : DamageCatalogue()) {
     if (damage.applies && !damage.applies(base.layout)) continue;
+    if (index++ % kStride != 0) continue;
     SCOPED_TRACE(base.name + " / " + damage.name);
     image.assign(base.bytes.begin(), base.bytes.end());
     damage.apply(image, base.layout);
@@ -295,7 +305,7 @@ TEST_P(RepairCatalogueTest, RepairAllIsSafeOnEveryDamage) {
       "{}: {} damaged variants through check -r all: {} clean afterwards, {} with corruptions left (each "
       "explained), {} where the check could not run; {} changed the file, {} declaring data lost\n",
       base.name, tally.variants, tally.clean, tally.corrupt_left, tally.not_run, tally.repaired, tally.lost);
-  EXPECT_GT(tally.variants, 60);
+  EXPECT_GT(tally.variants, 60 / kStride);
   EXPECT_GT(tally.repaired, 0);
 }
 

@@ -292,5 +292,57 @@ TEST(InstallConsumer, PkgConfigStatic) {
   RunConsumer(program);
 }
 
+// docs/API.md's worked example, the ```c block as written, compiled as a C
+// user would (`cc -std=c11 ... $(pkg-config --cflags --libs vhdx)`, every
+// warning an error) against the stage, and run on a corpus image: its
+// size, extents and checksum are what the library reads, and its new image
+// round-trips.
+TEST(InstallConsumer, DocsApiExampleInC) {
+  VHDX_REQUIRE(MissingStage());
+  VHDX_REQUIRE(MissingCorpus());
+  const std::string doc = ReadText(VHDX_API_DOC);
+  const size_t begin = doc.find("```c\n");
+  ASSERT_NE(begin, std::string::npos) << "no ```c block in docs/API.md";
+  const size_t end = doc.find("\n```", begin + 5);
+  ASSERT_NE(end, std::string::npos);
+  const std::string dir = ScratchPath("api-example");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream(dir + "/example.c") << doc.substr(begin + 5, end + 1 - (begin + 5));
+  const std::string program = dir + "/example";
+  CommandResult compile = ::vhdx::test::Run(kTimeout + Q(VHDX_C_COMPILER) + " -std=c11 -Wall -Wextra -Werror -o " +
+                                            Q(program) + " " + Q(dir + "/example.c") + " " +
+                                            PkgConfig("--cflags --libs") + " -Wl,-rpath," + Q(StagedLibDir()));
+  ASSERT_EQ(compile.exit_code, 0) << compile.output;
+  ExpectLoadsStagedLibrary(program);
+
+  const std::string image = DecompressCorpusImage("dynamic.vhdx.gz");
+  CommandResult r = ::vhdx::test::Run(kTimeout + Q(program) + " " + Q(image) + " " + Q(dir));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // What the example must have printed, from the in-tree library.
+  auto opened = Image::Open(image);
+  ASSERT_TRUE(opened.ok()) << opened.status().message();
+  const Image& img = **opened;
+  uint64_t data = 0, zero = 0, h = 14695981039346656037ull;
+  ASSERT_TRUE(img.Map(0, img.virtual_size(), [&](const MapExtent& x) {
+                   x.data ? ++data : x.zero ? ++zero : 0;
+                   return true;
+                 }).ok());
+  std::vector<uint8_t> buf(1 << 20);
+  for (uint64_t off = 0; off < img.virtual_size(); off += buf.size()) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), img.virtual_size() - off));
+    ASSERT_TRUE(img.Read(off, buf.data(), n).ok());
+    for (size_t i = 0; i < n; ++i) h = (h ^ buf[i]) * 1099511628211ull;
+  }
+  char fnv[17];
+  std::snprintf(fnv, sizeof fnv, "%016llx", static_cast<unsigned long long>(h));
+  const std::string want = "virtual size: " + std::to_string(img.virtual_size()) + "\ntype: dynamic\nextents: " +
+                           std::to_string(data) + " data, " + std::to_string(zero) + " zero\nfnv1a: " + fnv +
+                           "\nround trip: ok\nmissing: /nonexistent.vhdx: cannot open: No such file or directory\n";
+  EXPECT_EQ(r.output, want);
+  EXPECT_GT(data, 0u);
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace vhdx::test
