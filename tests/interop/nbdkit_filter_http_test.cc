@@ -217,6 +217,29 @@ TEST_P(FilterHttpCorpusTest, CopiesAndMapsAsConvertAndMapInFewRequests) {
 
 INSTANTIATE_TEST_SUITE_P(Manifest, FilterHttpCorpusTest, ::testing::ValuesIn(ImagesOrPlaceholder()), TestName);
 
+// The stacks the README suggests: nbdkit's readahead, cache and retry
+// filters below ours change nothing of what is read.
+TEST_F(FilterHttpTest, UnderReadaheadCacheAndRetryFilters) {
+  const std::string image = dir_ + "/www/disk.vhdx";
+  ASSERT_EQ(test::Run(CliPath() + " create --block-size 1M " + ShellQuote(image) + " 256M").exit_code, 0);
+  ASSERT_EQ(test::Run(CliPath() + " io -c 'write -P 0x41 0 3M' -c 'write -P 0x42 100M 5M' -c 'write -P 0x43 255M 1M' " +
+                      ShellQuote(image))
+                .exit_code,
+            0);
+  const std::string want = dir_ + "/want.raw";
+  ASSERT_EQ(test::Run(CliPath() + " convert -O raw " + ShellQuote(image) + " " + ShellQuote(want)).exit_code, 0);
+  WebServer web(dir_ + "/www", dir_);
+  ASSERT_TRUE(web.up());
+  for (const char* below : {"--filter=readahead", "--filter=cache", "--filter=retry", "--filter=readahead --filter=retry"}) {
+    SCOPED_TRACE(below);
+    const std::string copy = dir_ + "/copy.raw";
+    CommandResult r = ServeUrl(web.Url("disk.vhdx"), "nbdcopy \"$uri\" " + ShellQuote(copy), 120, below);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_EQ(Sha256OfFile(copy), Sha256OfFile(want));
+    fs::remove(copy);
+  }
+}
+
 TEST_F(FilterHttpTest, MissingFileIsAClearError) {
   WebServer web(dir_ + "/www", dir_);
   ASSERT_TRUE(web.up());
