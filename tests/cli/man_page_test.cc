@@ -7,7 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
-#include <regex>
+#include <cctype>
 #include <set>
 #include <sstream>
 
@@ -17,6 +17,27 @@ namespace vhdx::test {
 namespace {
 
 using Options = std::set<std::string>;
+
+// (No std::regex here: GCC 12 warns inside <regex> at -O1 with the
+// sanitizers, and warnings are errors.)
+
+bool FlagChar(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '-'; }
+
+// Every option token of `text`: "-x" or "--word", at the start or after a
+// space or a quote.
+std::vector<std::string> FlagTokens(const std::string& text) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '-' || (i > 0 && text[i - 1] != ' ' && text[i - 1] != '"' && text[i - 1] != '\t')) continue;
+    size_t j = i + 1;
+    if (j < text.size() && text[j] == '-') ++j;
+    if (j >= text.size() || !std::isalnum(static_cast<unsigned char>(text[j]))) continue;
+    while (j < text.size() && FlagChar(text[j])) ++j;
+    out.push_back(text.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
 
 std::vector<std::string> Lines(const std::string& text) {
   std::vector<std::string> out;
@@ -33,15 +54,16 @@ Options HelpOptions(const std::string& subcommand) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
   Options out;
   bool in_options = false;
-  static const std::regex flag(R"(^  (-[A-Za-z0-9-]+(,--[a-z0-9-]+)?))");
   for (const std::string& line : Lines(r.output)) {
     if (line == "Options:") in_options = true;
     if (!in_options) continue;
     if (line.empty() || (line[0] != ' ' && line != "Options:")) in_options = line == "Options:";
-    std::smatch m;
-    if (!std::regex_search(line, m, flag)) continue;
-    std::stringstream names(m[1].str());
-    for (std::string name; std::getline(names, name, ',');)
+    // "  -U,--force-share ...", "  --output TEXT ...": the names before the
+    // first space.
+    if (!line.starts_with("  -")) continue;
+    const std::string names = line.substr(2, line.find(' ', 2) - 2);
+    std::stringstream list(names);
+    for (std::string name; std::getline(list, name, ',');)
       if (name != "-h" && name != "--help") out.insert(name);
   }
   return out;
@@ -53,14 +75,15 @@ std::vector<std::string> HelpSubcommands() {
   EXPECT_EQ(r.exit_code, 0) << r.output;
   std::vector<std::string> out;
   bool in_list = false;
-  static const std::regex entry(R"(^  ([a-z]+) )");
   for (const std::string& line : Lines(r.output)) {
     if (line == "Subcommands:") {
       in_list = true;
       continue;
     }
-    std::smatch m;
-    if (in_list && std::regex_search(line, m, entry)) out.push_back(m[1]);
+    // "  info                        Show what ...".
+    if (!in_list || !line.starts_with("  ") || line.size() < 3 || !std::islower(static_cast<unsigned char>(line[2])))
+      continue;
+    out.push_back(line.substr(2, line.find(' ', 2) - 2));
   }
   return out;
 }
@@ -69,13 +92,14 @@ std::vector<std::string> HelpSubcommands() {
 // the options of its .TP entries (roff's \- read as -).
 std::map<std::string, Options> ManSections() {
   const std::vector<uint8_t> raw = ReadWholeFile(VHDX_MAN_PAGE);
-  std::string text(raw.begin(), raw.end());
-  text = std::regex_replace(text, std::regex(R"(\\-)"), "-");
+  std::string text;
+  for (size_t i = 0; i < raw.size(); ++i) {
+    if (raw[i] == '\\' && i + 1 < raw.size() && raw[i + 1] == '-') continue;  // roff's \- is -
+    text += static_cast<char>(raw[i]);
+  }
   std::map<std::string, Options> out;
   bool in_subcommands = false, after_tp = false;
   std::string current;
-  static const std::regex section(R"re(^\.SS "([a-z]+)[ "])re");
-  static const std::regex flag(R"((?:^|[\s"])(--?[A-Za-z0-9][A-Za-z0-9-]*))");
   for (const std::string& line : Lines(text)) {
     if (line.starts_with(".SH ")) {
       in_subcommands = line == ".SH SUBCOMMANDS";
@@ -83,9 +107,11 @@ std::map<std::string, Options> ManSections() {
       continue;
     }
     if (!in_subcommands) continue;
-    std::smatch m;
-    if (std::regex_search(line, m, section)) {
-      current = m[1];
+    if (line.starts_with(".SS \"")) {
+      // .SS "NAME ...": its first word.
+      size_t end = 5;
+      while (end < line.size() && std::islower(static_cast<unsigned char>(line[end]))) ++end;
+      current = line.substr(5, end - 5);
       out[current];
       continue;
     }
@@ -94,10 +120,10 @@ std::map<std::string, Options> ManSections() {
       continue;
     }
     if (after_tp && !current.empty()) {
-      // The .TP entry's tag line: every flag on it.
-      const std::string tag = line.substr(line.find(' ') == std::string::npos ? line.size() : line.find(' '));
-      for (auto it = std::sregex_iterator(tag.begin(), tag.end(), flag); it != std::sregex_iterator(); ++it)
-        out[current].insert((*it)[1]);
+      // The .TP entry's tag line (after its macro): every flag on it.
+      const size_t space = line.find(' ');
+      if (space != std::string::npos)
+        for (const std::string& flag : FlagTokens(line.substr(space))) out[current].insert(flag);
     }
     after_tp = false;
   }

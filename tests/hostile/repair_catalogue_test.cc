@@ -13,11 +13,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cinttypes>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <set>
 #include <sstream>
 
@@ -98,27 +99,25 @@ RepairRun RunRepair(const std::string& path, uint64_t damaged_size) {
 class ListedChanges {
  public:
   ListedChanges(const json& report, const Layout& l) {
-    static const std::regex punched(R"(leaked range 0x([0-9a-f]+) \(\+0x([0-9a-f]+))");
-    static const std::regex bat_entry(R"(BAT entry (\d+))");
     if (!report.contains("repairs")) return;
     for (const auto& a : report["repairs"]) {
       const std::string structure = a["structure"], action = a["action"];
       const uint64_t offset = a["offset"];
       any_ = true;
-      std::smatch m;
+      uint64_t index = 0, at = 0, length = 0;
       if (structure.starts_with("region table ")) {
         ranges_.push_back({kRegionTableOffsets[structure.back() - '1'], kRegionTableSize});
-      } else if (std::regex_match(structure, m, bat_entry)) {
+      } else if (std::sscanf(structure.c_str(), "BAT entry %" SCNu64, &index) == 1) {
         // The 4 KiB BAT sector written in place, and the log that carried it.
         ranges_.push_back({offset / kLogSectorSize * kLogSectorSize, kLogSectorSize});
         ranges_.push_back({l.header().log_offset, l.header().log_length});
         new_zero_space_ |= action.find("new zeroed space") != std::string::npos;
-        const uint64_t index = std::stoull(m[1]);
         if (a["data-lost"] && !l.geo.IsBitmapIndex(index)) lost_blocks_.insert(l.geo.BlockOfIndex(index));
       } else if (structure == "log") {
         replayed_ = true;
-      } else if (structure == "file" && std::regex_search(action, m, punched)) {
-        punched_.push_back({std::stoull(m[1], nullptr, 16), std::stoull(m[2], nullptr, 16)});
+      } else if (structure == "file" &&
+                 std::sscanf(action.c_str(), "leaked range 0x%" SCNx64 " (+0x%" SCNx64, &at, &length) == 2) {
+        punched_.push_back({at, length});
       } else if (structure == "file" && action.starts_with("truncated")) {
         truncated_to_ = offset;
       }
