@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
+#include <filesystem>
 
 #include "support/test_util.h"
 
@@ -79,5 +81,44 @@ std::vector<NbdExtent> ExtentsOfVhdxMap(const json& map) {
   }
   return out;
 }
+
+const SanitizerPrefixes& NbdkitSanitizerPrefixes() {
+#if defined(__SANITIZE_ADDRESS__)
+  static const SanitizerPrefixes p{
+      "LD_PRELOAD=\"$(gcc -print-file-name=libasan.so)\" ASAN_OPTIONS=detect_leaks=0 ",
+      "unset LD_PRELOAD ASAN_OPTIONS; "};
+#else
+  static const SanitizerPrefixes p;
+#endif
+  return p;
+}
+
+std::string NbdkitFilterPath() {
+  return (std::filesystem::path(NbdkitPluginPath()).parent_path() / "nbdkit-vhdx-filter.so").string();
+}
+
+std::string MissingNbdkitFilter(std::initializer_list<const char*> tools) {
+  if (std::string m = MissingTools(tools); !m.empty()) return m;
+  return std::filesystem::exists(NbdkitFilterPath()) ? "" : NbdkitFilterPath() + " was not built (no nbdkit-filter.h)";
+}
+
+std::vector<CorpusImage> CorpusImagesOrPlaceholder(bool skip_differencing) {
+  std::vector<CorpusImage> images = LoadCorpusManifest().images;
+  if (skip_differencing) std::erase_if(images, [](const CorpusImage& i) { return i.type == "differencing"; });
+  if (images.empty()) {
+    CorpusImage none;
+    none.file = "none";
+    images.push_back(none);
+  }
+  return images;
+}
+
+std::string CorpusStem(const CorpusImage& image) {
+  std::string name = image.file.substr(0, image.file.find('.'));
+  std::erase_if(name, [](char c) { return !std::isalnum(static_cast<unsigned char>(c)); });
+  return name;
+}
+
+void PrintTo(const CorpusImage& image, std::ostream* os) { *os << image.file; }
 
 }  // namespace vhdx::test

@@ -25,24 +25,14 @@
 
 namespace vhdx::test {
 
-void PrintTo(const CorpusImage& image, std::ostream* os) { *os << image.file; }
-
 namespace {
 
 namespace fs = std::filesystem;
 
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-
-std::string FilterPath() { return (fs::path(NbdkitPluginPath()).parent_path() / "nbdkit-vhdx-filter.so").string(); }
-
 std::string Missing() {
-  if (std::string m = MissingTools({"nbdkit", "nbdinfo", "nbdcopy", "lighttpd"}); !m.empty()) return m;
+  if (std::string m = MissingNbdkitFilter({"nbdkit", "nbdinfo", "nbdcopy", "lighttpd"}); !m.empty()) return m;
   if (test::Run("nbdkit curl --version >/dev/null 2>&1").exit_code != 0) return "nbdkit's curl plugin is not installed";
-  return fs::exists(FilterPath()) ? "" : FilterPath() + " was not built (no nbdkit-filter.h)";
+  return "";
 }
 
 // A free TCP port on 127.0.0.1 (the kernel's choice, released at once).
@@ -126,14 +116,10 @@ class WebServer {
 // `below`: more filters between ours and curl; `params`: their parameters.
 CommandResult ServeUrl(const std::string& url, const std::string& client, int seconds = 300,
                        const std::string& below = "", const std::string& params = "") {
-  std::string prefix, client_prefix;
-  if (kSanitized) {
-    prefix = "LD_PRELOAD=\"$(gcc -print-file-name=libasan.so)\" ASAN_OPTIONS=detect_leaks=0 ";
-    client_prefix = "unset LD_PRELOAD ASAN_OPTIONS; ";
-  }
-  return test::Run(prefix + fmt::format("timeout -k 5 {} nbdkit -r -U - --filter={} {} curl {} {} --run {}", seconds,
-                                        ShellQuote(FilterPath()), below, ShellQuote(url), params,
-                                        ShellQuote(client_prefix + client)));
+  const SanitizerPrefixes& p = NbdkitSanitizerPrefixes();
+  return test::Run(p.server + fmt::format("timeout -k 5 {} nbdkit -r -U - --filter={} {} curl {} {} --run {}", seconds,
+                                          ShellQuote(NbdkitFilterPath()), below, ShellQuote(url), params,
+                                          ShellQuote(p.client + client)));
 }
 
 // Reads nbdkit's log filter logged ("Read id=N ...", one per request).
@@ -156,22 +142,7 @@ class FilterHttpTest : public ::testing::Test {
   std::string dir_;
 };
 
-std::vector<CorpusImage> ImagesOrPlaceholder() {
-  std::vector<CorpusImage> images = LoadCorpusManifest().images;
-  std::erase_if(images, [](const CorpusImage& i) { return i.type == "differencing"; });
-  if (images.empty()) {
-    CorpusImage none;
-    none.file = "none";
-    images.push_back(none);
-  }
-  return images;
-}
-
-std::string TestName(const ::testing::TestParamInfo<CorpusImage>& info) {
-  std::string name = info.param.file.substr(0, info.param.file.find('.'));
-  std::erase_if(name, [](char c) { return !std::isalnum(static_cast<unsigned char>(c)); });
-  return name;
-}
+std::string TestName(const ::testing::TestParamInfo<CorpusImage>& info) { return CorpusStem(info.param); }
 
 class FilterHttpCorpusTest : public ::testing::TestWithParam<CorpusImage> {};
 
@@ -179,7 +150,7 @@ TEST_P(FilterHttpCorpusTest, CopiesAndMapsAsConvertAndMapInFewRequests) {
   VHDX_REQUIRE(MissingCorpus());
   VHDX_REQUIRE(Missing());
   const CorpusImage& m = GetParam();
-  const std::string dir = ScratchPath("filter-http-" + TestName({m, 0}));
+  const std::string dir = ScratchPath("filter-http-" + CorpusStem(m));
   fs::remove_all(dir);
   fs::create_directories(dir + "/www");
   fs::copy_file(DecompressCorpusImage(m.file), dir + "/www/image.vhdx");
@@ -215,7 +186,7 @@ TEST_P(FilterHttpCorpusTest, CopiesAndMapsAsConvertAndMapInFewRequests) {
   fs::remove_all(dir);
 }
 
-INSTANTIATE_TEST_SUITE_P(Manifest, FilterHttpCorpusTest, ::testing::ValuesIn(ImagesOrPlaceholder()), TestName);
+INSTANTIATE_TEST_SUITE_P(Manifest, FilterHttpCorpusTest, ::testing::ValuesIn(CorpusImagesOrPlaceholder(/*skip_differencing=*/true)), TestName);
 
 // The stacks the README suggests: nbdkit's readahead, cache and retry
 // filters below ours change nothing of what is read.

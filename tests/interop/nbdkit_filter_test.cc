@@ -19,56 +19,21 @@
 
 namespace vhdx::test {
 
-// gtest names a corpus image by its file, not its bytes.
-void PrintTo(const CorpusImage& image, std::ostream* os) { *os << image.file; }
-
 namespace {
 
 namespace fs = std::filesystem;
 
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-
-std::string FilterPath() { return (fs::path(NbdkitPluginPath()).parent_path() / "nbdkit-vhdx-filter.so").string(); }
-
 // Runs nbdkit with the filter over `plugin_and_params` for one `client`
-// command, in which $uri names the export (the ASan runtime preloaded into
-// nbdkit in a sanitizer build, as for the plugin's tests).
+// command, in which $uri names the export.
 CommandResult ServeFiltered(const std::string& plugin_and_params, const std::string& client) {
-  std::string prefix, client_prefix;
-  if (kSanitized) {
-    prefix = "LD_PRELOAD=\"$(gcc -print-file-name=libasan.so)\" ASAN_OPTIONS=detect_leaks=0 ";
-    client_prefix = "unset LD_PRELOAD ASAN_OPTIONS; ";
-  }
-  return test::Run(prefix + "timeout -k 5 300 nbdkit -r -U - --filter=" + ShellQuote(FilterPath()) + " " +
-             plugin_and_params + " --run " + ShellQuote(client_prefix + client));
+  const SanitizerPrefixes& p = NbdkitSanitizerPrefixes();
+  return test::Run(p.server + "timeout -k 5 300 nbdkit -r -U - --filter=" + ShellQuote(NbdkitFilterPath()) + " " +
+                   plugin_and_params + " --run " + ShellQuote(p.client + client));
 }
 
-std::string MissingFilter() {
-  if (std::string m = MissingTools({"nbdkit", "nbdinfo", "nbdcopy"}); !m.empty()) return m;
-  return fs::exists(FilterPath()) ? "" : FilterPath() + " was not built (no nbdkit-filter.h)";
-}
+std::string MissingFilter() { return MissingNbdkitFilter({"nbdkit", "nbdinfo", "nbdcopy"}); }
 
-// Every image of the manifest, or one placeholder that reports why none
-// can run (so the suite shows a skip rather than nothing).
-std::vector<CorpusImage> ImagesOrPlaceholder() {
-  std::vector<CorpusImage> images = LoadCorpusManifest().images;
-  if (images.empty()) {
-    CorpusImage none;
-    none.file = "none";
-    images.push_back(none);
-  }
-  return images;
-}
-
-std::string TestName(const ::testing::TestParamInfo<CorpusImage>& info) {
-  std::string name = info.param.file.substr(0, info.param.file.find('.'));
-  std::erase_if(name, [](char c) { return !std::isalnum(static_cast<unsigned char>(c)); });
-  return name;
-}
+std::string TestName(const ::testing::TestParamInfo<CorpusImage>& info) { return CorpusStem(info.param); }
 
 class FilterCorpusTest : public ::testing::TestWithParam<CorpusImage> {};
 
@@ -76,7 +41,7 @@ TEST_P(FilterCorpusTest, OverTheFilePluginCopiesAndMapsAsConvertAndMap) {
   VHDX_REQUIRE(MissingCorpus());
   VHDX_REQUIRE(MissingFilter());
   const CorpusImage& m = GetParam();
-  const std::string dir = ScratchPath("filter-" + TestName({m, 0}));
+  const std::string dir = ScratchPath("filter-" + CorpusStem(m));
   fs::remove_all(dir);
   fs::create_directories(dir);
   // A private copy: the decompressed corpus image is shared by this process.
@@ -111,7 +76,7 @@ TEST_P(FilterCorpusTest, OverTheFilePluginCopiesAndMapsAsConvertAndMap) {
   fs::remove_all(dir);
 }
 
-INSTANTIATE_TEST_SUITE_P(Manifest, FilterCorpusTest, ::testing::ValuesIn(ImagesOrPlaceholder()), TestName);
+INSTANTIATE_TEST_SUITE_P(Manifest, FilterCorpusTest, ::testing::ValuesIn(CorpusImagesOrPlaceholder()), TestName);
 
 // What is not a VHDX image, or is a damaged one, fails the client's
 // connection with the library's one-line reason in nbdkit's log.

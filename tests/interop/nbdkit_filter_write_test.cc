@@ -26,22 +26,15 @@ namespace {
 namespace fs = std::filesystem;
 constexpr uint64_t kMiB = 1 << 20;
 
-#if defined(__SANITIZE_ADDRESS__)
-const std::string kPreload = "LD_PRELOAD=\"$(gcc -print-file-name=libasan.so)\" ASAN_OPTIONS=detect_leaks=0 ";
-const std::string kClientPrefix = "unset LD_PRELOAD ASAN_OPTIONS; ";
-#else
-const std::string kPreload, kClientPrefix;
-#endif
-
-std::string FilterPath() { return (fs::path(NbdkitPluginPath()).parent_path() / "nbdkit-vhdx-filter.so").string(); }
+const std::string& kPreload = NbdkitSanitizerPrefixes().server;
+const std::string& kClientPrefix = NbdkitSanitizerPrefixes().client;
 
 CommandResult Vhdx(const std::string& args) { return test::Run(CliPath() + " " + args); }
 
 class FilterWriteTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    VHDX_REQUIRE(MissingTools({"nbdkit", "nbdinfo", "qemu-io", "qemu-img"}));
-    VHDX_REQUIRE(fs::exists(FilterPath()) ? "" : FilterPath() + " was not built (no nbdkit-filter.h)");
+    VHDX_REQUIRE(MissingNbdkitFilter({"nbdkit", "nbdinfo", "qemu-io", "qemu-img"}));
     dir_ = ScratchPath(::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
@@ -51,7 +44,7 @@ class FilterWriteTest : public ::testing::Test {
 
   // Captive nbdkit, the filter over the file plugin, for one client command.
   CommandResult Serve(const std::string& client, const std::string& flags = "") {
-    return test::Run(kPreload + "timeout -k 5 120 nbdkit " + flags + " -U - --filter=" + ShellQuote(FilterPath()) +
+    return test::Run(kPreload + "timeout -k 5 120 nbdkit " + flags + " -U - --filter=" + ShellQuote(NbdkitFilterPath()) +
                      " file " + ShellQuote(image_) + " --run " + ShellQuote(kClientPrefix + client));
   }
   void ExpectClean() {
@@ -136,7 +129,7 @@ TEST_F(FilterWriteTest, KilledServerLeavesAnImageThatReplays) {
     const pid_t server = fork();
     if (server == 0) {
       execl("/bin/sh", "sh", "-c",
-            (kPreload + "exec nbdkit -f -U " + ShellQuote(sock) + " --filter=" + ShellQuote(FilterPath()) + " file " +
+            (kPreload + "exec nbdkit -f -U " + ShellQuote(sock) + " --filter=" + ShellQuote(NbdkitFilterPath()) + " file " +
              ShellQuote(image_))
                 .c_str(),
             static_cast<char*>(nullptr));

@@ -41,15 +41,10 @@ constexpr bool kSanitized = false;
 // without it.
 CommandResult Serve(const std::string& params, const std::string& client,
                     const std::string& nbdkit_flags = "") {
-  std::string prefix;
-  std::string client_prefix;
-  if (kSanitized) {
-    prefix = "LD_PRELOAD=\"$(gcc -print-file-name=libasan.so)\" ASAN_OPTIONS=detect_leaks=0 ";
-    client_prefix = "unset LD_PRELOAD ASAN_OPTIONS; ";
-  }
+  const SanitizerPrefixes& p = NbdkitSanitizerPrefixes();
   // A hung server must fail the test, never stall the suite.
-  return Run(prefix + "timeout -k 5 120 nbdkit " + nbdkit_flags + " -U - " + ShellQuote(PluginPath()) + " " + params +
-             " --run " + ShellQuote(client_prefix + client));
+  return Run(p.server + "timeout -k 5 120 nbdkit " + nbdkit_flags + " -U - " + ShellQuote(PluginPath()) + " " + params +
+             " --run " + ShellQuote(p.client + client));
 }
 
 CommandResult Vhdx(const std::string& args) { return Run(CliPath() + " " + args); }

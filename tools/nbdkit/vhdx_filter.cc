@@ -27,6 +27,7 @@
 
 #include <curl/curl.h>
 
+#include "block_status.h"
 #include "next_file.h"
 #include "url_file.h"
 #include "vhdx/file.h"
@@ -225,21 +226,11 @@ int vhdx_zero(nbdkit_next*, void* handle, uint32_t count, uint64_t offset, uint3
   return FlushIfFua(handle, flags, err);
 }
 
-// NBD block status from Image::Map, as the vhdx plugin reports it: HOLE|ZERO
-// where no file bytes back the range and it reads as zeros.
+// NBD block status (block_status.h), as the vhdx plugin reports it.
 int vhdx_extents(nbdkit_next*, void* handle, uint32_t count, uint64_t offset, uint32_t flags,
                  struct nbdkit_extents* extents, int* err) {
-  const bool req_one = (flags & NBDKIT_FLAG_REQ_ONE) != 0;
   bool add_failed = false;
-  vhdx::Status s = ImageOf(handle).Map(offset, count, [&](const vhdx::MapExtent& x) {
-    uint32_t type = 0;
-    if (!x.data) type = x.zero ? (NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO) : 0;
-    if (nbdkit_add_extent(extents, x.start, x.length, type) == -1) {
-      add_failed = true;
-      return false;
-    }
-    return !req_one;
-  });
+  vhdx::Status s = vhdx_nbdkit::AddBlockStatus(ImageOf(handle), count, offset, flags, extents, &add_failed);
   if (add_failed) {
     *err = errno ? errno : ENOMEM;
     return -1;

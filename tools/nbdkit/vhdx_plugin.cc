@@ -23,6 +23,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "block_status.h"
 #include "vhdx/image.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
@@ -188,17 +189,8 @@ int vhdx_zero(void*, uint32_t count, uint64_t offset, uint32_t flags) {
 // reads as zeros.
 int vhdx_extents(void*, uint32_t count, uint64_t offset, uint32_t flags,
                  struct nbdkit_extents* extents) {
-  const bool req_one = (flags & NBDKIT_FLAG_REQ_ONE) != 0;
   bool add_failed = false;
-  vhdx::Status s = state->image->Map(offset, count, [&](const vhdx::MapExtent& x) {
-    uint32_t type = 0;
-    if (!x.data) type = x.zero ? (NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO) : 0;
-    if (nbdkit_add_extent(extents, x.start, x.length, type) == -1) {
-      add_failed = true;
-      return false;
-    }
-    return !req_one;
-  });
+  vhdx::Status s = vhdx_nbdkit::AddBlockStatus(*state->image, count, offset, flags, extents, &add_failed);
   if (add_failed) return -1;  // nbdkit_add_extent reported the error
   return s.ok() ? 0 : Fail(s);
 }
