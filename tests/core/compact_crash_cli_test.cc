@@ -179,14 +179,12 @@ void RunPowerFailureCase(const CliCompact& c, const std::string& leaf) {
 }
 
 TEST(CompactCliCrashTest, PowerFailureDuringACompactionOf1MiBBlocks) {
-  const auto strace = UsableStrace();
-  VHDX_REQUIRE(strace ? "" : "strace is not installed or cannot trace here (ptrace refused): compact not recorded");
+  VHDX_REQUIRE(MissingStrace("compact"));
   RunPowerFailureCase(kSmallBlocks, "compact-cli-1m");
 }
 
 TEST(CompactCliCrashTest, PowerFailureDuringACompactionOf2MiBBlocksAnd4KSectors) {
-  const auto strace = UsableStrace();
-  VHDX_REQUIRE(strace ? "" : "strace is not installed or cannot trace here (ptrace refused): compact not recorded");
+  VHDX_REQUIRE(MissingStrace("compact"));
   RunPowerFailureCase(kLargeBlocks, "compact-cli-2m");
 }
 

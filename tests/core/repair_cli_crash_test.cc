@@ -260,20 +260,17 @@ void CheckCase(const CliRepair& c, const std::string& leaf) {
 }
 
 TEST(RepairCliCrashTest, PowerFailureDuringABatRepair) {
-  const auto strace = UsableStrace();
-  VHDX_REQUIRE(strace ? "" : "strace is not installed or cannot trace here (ptrace refused): repair not recorded");
+  VHDX_REQUIRE(MissingStrace("repair"));
   CheckCase(kBat, "repair-cli-bat");
 }
 
 TEST(RepairCliCrashTest, PowerFailureDuringALeakRepair) {
-  const auto strace = UsableStrace();
-  VHDX_REQUIRE(strace ? "" : "strace is not installed or cannot trace here (ptrace refused): repair not recorded");
+  VHDX_REQUIRE(MissingStrace("repair"));
   CheckCase(kLeaks, "repair-cli-leaks");
 }
 
 TEST(RepairCliCrashTest, PowerFailureDuringAHeaderAndRegionTableRepair) {
-  const auto strace = UsableStrace();
-  VHDX_REQUIRE(strace ? "" : "strace is not installed or cannot trace here (ptrace refused): repair not recorded");
+  VHDX_REQUIRE(MissingStrace("repair"));
   CheckCase(kCopies, "repair-cli-copies");
 }
 

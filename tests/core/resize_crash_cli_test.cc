@@ -180,8 +180,7 @@ void PrintStats(const CliResize& c, const CrashStats& s, double seconds) {
 }
 
 TEST(ResizeCliCrashTest, PowerFailureDuringAGrowthThatMovesTheBat) {
-  const auto strace = UsableStrace();
-  VHDX_REQUIRE(strace ? "" : "strace is not installed or cannot trace here (ptrace refused): resize not recorded");
+  VHDX_REQUIRE(MissingStrace("resize"));
   const auto started = std::chrono::steady_clock::now();
   CrashStats stats;
   CheckEveryCrashPointOfTheCli(kGrowth, ScratchPath("resize-cli-grow"), &stats);
@@ -190,8 +189,7 @@ TEST(ResizeCliCrashTest, PowerFailureDuringAGrowthThatMovesTheBat) {
 }
 
 TEST(ResizeCliCrashTest, PowerFailureDuringAShrink) {
-  const auto strace = UsableStrace();
-  VHDX_REQUIRE(strace ? "" : "strace is not installed or cannot trace here (ptrace refused): resize not recorded");
+  VHDX_REQUIRE(MissingStrace("resize"));
   const auto started = std::chrono::steady_clock::now();
   CrashStats stats;
   CheckEveryCrashPointOfTheCli(kShrink, ScratchPath("resize-cli-shrink"), &stats);

@@ -258,4 +258,8 @@ void RecordCliRun(const std::string& strace, const std::vector<std::string>& cli
         << "the replayed trace does not reproduce " << files[i];
 }
 
+std::string MissingStrace(const std::string& what) {
+  return UsableStrace() ? "" : "strace is not installed or cannot trace here (ptrace refused): " + what + " not recorded";
+}
+
 }  // namespace vhdx::test

@@ -44,6 +44,9 @@ ProcessEnd RunProcess(const std::vector<std::string>& argv,
 
 // strace's path, if it is installed and may trace here (ptrace allowed).
 std::optional<std::string> UsableStrace();
+// "" when UsableStrace() finds one, else why `what` (a subcommand) cannot
+// be recorded: for VHDX_REQUIRE.
+std::string MissingStrace(const std::string& what);
 
 // ---- strace's log as file operations -------------------------------------------
 
