@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 namespace vhdx_filter {
 
@@ -17,22 +18,7 @@ vhdx::Status PluginError(const char* what, uint64_t count, uint64_t offset, int 
 }  // namespace
 
 vhdx::Result<size_t> NextFile::ReadAt(uint64_t offset, void* buf, size_t n) const {
-  if (offset >= size_) return size_t{0};
-  n = static_cast<size_t>(std::min<uint64_t>(n, size_ - offset));
-  if (n >= kPage) {
-    if (vhdx::Status s = Fetch(offset, buf, n); !s.ok()) return s;
-    return n;
-  }
-  for (size_t done = 0; done < n;) {
-    const uint64_t at = offset + done;
-    const uint64_t page = at / kPage * kPage;
-    std::shared_ptr<const std::vector<uint8_t>> bytes;
-    if (vhdx::Status s = Page(page, &bytes); !s.ok()) return s;
-    const size_t k = static_cast<size_t>(std::min<uint64_t>(n - done, page + bytes->size() - at));
-    std::memcpy(static_cast<uint8_t*>(buf) + done, bytes->data() + (at - page), k);
-    done += k;
-  }
-  return n;
+  return reader_.Read(offset, buf, n);
 }
 
 vhdx::Status NextFile::Fetch(uint64_t offset, void* buf, size_t n) const {
@@ -46,35 +32,6 @@ vhdx::Status NextFile::Fetch(uint64_t offset, void* buf, size_t n) const {
   return vhdx::Status::Ok();
 }
 
-// The page at `page` (shorter at the end of the container), from the cache
-// or the plugin. The lock is not held while fetching: requests for other
-// pages go on meanwhile; two for the same page may both fetch it.
-vhdx::Status NextFile::Page(uint64_t page, std::shared_ptr<const std::vector<uint8_t>>* out) const {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    for (auto it = pages_.begin(); it != pages_.end(); ++it)
-      if (it->first == page) {
-        pages_.splice(pages_.begin(), pages_, it);  // most recently used first
-        *out = it->second;
-        return vhdx::Status::Ok();
-      }
-  }
-  auto bytes = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(std::min(kPage, size_ - page)));
-  if (vhdx::Status s = Fetch(page, bytes->data(), bytes->size()); !s.ok()) return s;
-  std::lock_guard<std::mutex> lock(mutex_);
-  pages_.emplace_front(page, bytes);
-  if (pages_.size() > kPages) pages_.pop_back();
-  *out = std::move(bytes);
-  return vhdx::Status::Ok();
-}
-
-// Drops the cached pages a write changes. A read racing the write may put
-// back the old page; the library never reads a range while it writes it.
-void NextFile::Forget(uint64_t offset, uint64_t length) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  pages_.remove_if([&](const auto& p) { return p.first < offset + length && offset < p.first + kPage; });
-}
-
 vhdx::Status NextFile::NoGrowth(uint64_t end, const char* what) const {
   return vhdx::Status(vhdx::Errc::kNoSpace,
                       std::string(what) + " needs the image file to grow to " + std::to_string(end) +
@@ -86,7 +43,7 @@ vhdx::Status NextFile::NoGrowth(uint64_t end, const char* what) const {
 vhdx::Status NextFile::WriteAt(uint64_t offset, const void* buf, size_t n) {
   if (!writable_) return vhdx::Status(vhdx::Errc::kReadOnly, "the image is served read-only");
   if (offset + n > size_) return NoGrowth(offset + n, "a write");
-  Forget(offset, n);
+  reader_.Forget(offset, n);
   for (size_t done = 0; done < n;) {
     const uint32_t count = static_cast<uint32_t>(std::min<size_t>(n - done, kMaxRequest));
     int err = 0;
@@ -116,11 +73,11 @@ vhdx::Status NextFile::Truncate(uint64_t size) {
 // The range reads zeros afterwards: the plugin's zero (trimming where it
 // may), else written zeros.
 vhdx::Status NextFile::Zero(uint64_t offset, uint64_t length) {
-  Forget(offset, length);
+  reader_.Forget(offset, length);
   const bool can_zero = next_->can_zero(next_) > 0;
-  static const std::vector<uint8_t> zeros(kPage, 0);
+  static const std::vector<uint8_t> zeros(kZeroChunk, 0);
   for (uint64_t done = 0; done < length;) {
-    const uint32_t count = static_cast<uint32_t>(std::min<uint64_t>(length - done, can_zero ? kMaxRequest : kPage));
+    const uint32_t count = static_cast<uint32_t>(std::min<uint64_t>(length - done, can_zero ? kMaxRequest : kZeroChunk));
     int err = 0;
     const int r = can_zero ? next_->zero(next_, count, offset + done, NBDKIT_FLAG_MAY_TRIM, &err)
                            : next_->pwrite(next_, zeros.data(), count, offset + done, 0, &err);

@@ -89,39 +89,7 @@ vhdx::Status UrlFile::Fetch(uint64_t offset, void* buf, size_t n) const {
 }
 
 vhdx::Result<size_t> UrlFile::ReadAt(uint64_t offset, void* buf, size_t n) const {
-  if (offset >= size_) return size_t{0};
-  n = static_cast<size_t>(std::min<uint64_t>(n, size_ - offset));
-  if (n == 0) return n;
-  if (n >= kPage) {
-    if (vhdx::Status s = Fetch(offset, buf, n); !s.ok()) return s;
-    return n;
-  }
-  for (size_t done = 0; done < n;) {
-    const uint64_t at = offset + done;
-    const uint64_t page = at / kPage * kPage;
-    std::shared_ptr<const std::vector<uint8_t>> bytes;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      for (auto it = pages_.begin(); it != pages_.end(); ++it)
-        if (it->first == page) {
-          pages_.splice(pages_.begin(), pages_, it);
-          bytes = it->second;
-          break;
-        }
-    }
-    if (!bytes) {
-      auto fresh = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(std::min(kPage, size_ - page)));
-      if (vhdx::Status s = Fetch(page, fresh->data(), fresh->size()); !s.ok()) return s;
-      std::lock_guard<std::mutex> lock(mutex_);
-      pages_.emplace_front(page, fresh);
-      if (pages_.size() > kPages) pages_.pop_back();
-      bytes = std::move(fresh);
-    }
-    const size_t k = static_cast<size_t>(std::min<uint64_t>(n - done, page + bytes->size() - at));
-    std::memcpy(static_cast<uint8_t*>(buf) + done, bytes->data() + (at - page), k);
-    done += k;
-  }
-  return n;
+  return reader_.Read(offset, buf, n);
 }
 
 }  // namespace vhdx_filter

@@ -4,11 +4,10 @@
 #pragma once
 
 #include <cstdint>
-#include <list>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <vector>
+
+#include "paged_reader.h"
 
 #include "vhdx/file.h"
 
@@ -17,8 +16,8 @@ namespace vhdx_filter {
 // Whether `s` names a URL (http:// or https://) rather than a local path.
 bool IsUrl(const std::string& s);
 
-// Reads are served from 1 MiB-aligned pages (16 kept), as NextFile does:
-// the library's small structure reads cost one request per page.
+// Reads go through a PagedReader, as NextFile's: the library's small
+// structure reads cost one request per 1 MiB page.
 class UrlFile final : public vhdx::File {
  public:
   // The size from a HEAD request; a URL that does not answer, or answers
@@ -36,17 +35,17 @@ class UrlFile final : public vhdx::File {
   const std::string& name() const override { return url_; }
 
  private:
-  static constexpr uint64_t kPage = 1 << 20;
-  static constexpr size_t kPages = 16;
-  UrlFile(std::string url, uint64_t size) : url_(std::move(url)), size_(size) {}
+  UrlFile(std::string url, uint64_t size)
+      : url_(std::move(url)), size_(size), reader_(size, [this](uint64_t offset, void* buf, size_t n) {
+          return Fetch(offset, buf, n);
+        }) {}
   static vhdx::Status ReadOnly() { return vhdx::Status(vhdx::Errc::kReadOnly, "a parent is never written"); }
   // Exactly [offset, offset+n) of the resource, by one range request.
   vhdx::Status Fetch(uint64_t offset, void* buf, size_t n) const;
 
   std::string url_;
   uint64_t size_;
-  mutable std::mutex mutex_;
-  mutable std::list<std::pair<uint64_t, std::shared_ptr<const std::vector<uint8_t>>>> pages_;
+  PagedReader reader_;
 };
 
 }  // namespace vhdx_filter
