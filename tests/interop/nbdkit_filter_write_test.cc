@@ -142,8 +142,16 @@ TEST_F(FilterWriteTest, KilledServerLeavesAnImageThatReplays) {
       cmds += (k % 3 == 0 ? fmt::format(" -c 'write -z {}M 1M'", k) : fmt::format(" -c 'write -P {} {}M 1M'", 0x20 + k, k)) +
               (k % 8 == 7 ? " -c flush" : "");
     const std::string client = "timeout -k 5 60 qemu-io -f raw 'nbd+unix:///?socket=" + sock + "'" + cmds;
+    // The kill lands a random moment after the client's connection opened
+    // the image read-write (its first write to the file, the header update,
+    // changes the mtime): counted from there, not from the fork, so that a
+    // slow start on a loaded machine does not move every kill before the
+    // writes.
+    const auto opened_before = fs::last_write_time(image_);
     std::thread writer([&] { test::Run(client + " >/dev/null 2>&1"); });
-    std::this_thread::sleep_for(std::chrono::milliseconds(20 + rng() % 200));
+    for (int i = 0; i < 10000 && fs::last_write_time(image_) == opened_before; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 40));
     kill(server, SIGKILL);
     waitpid(server, nullptr, 0);
     writer.join();
